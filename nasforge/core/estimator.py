@@ -1,0 +1,62 @@
+"""The estimator contract: how an arch gets its metrics (train, look up, predict, share weights)."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasforge.core.arch import Arch
+from nasforge.core.trial import Result
+
+if TYPE_CHECKING:
+    from nasforge.core.space import SearchSpace
+
+__all__ = ["Context", "Estimator"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the runner hands an estimator.
+
+    Attributes:
+        space: the search space being searched.
+        data: the task's data splits (``nasforge.tasks.DataSplits``), or None for estimators
+            that need no data (tabular benchmarks, predictors).
+        seed: for :meth:`Estimator.estimate`, the trial's own seed; else the run's seed.
+        device: torch device string (``"cpu"``, ``"cuda"``).
+        run_dir: the run directory, for estimators that keep files (caches, supernet weights).
+        log: logger to report progress to.
+    """
+
+    space: SearchSpace
+    data: Any = None
+    seed: int = 0
+    device: str = "cpu"
+    run_dir: Path | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("nasforge"))
+
+
+class Estimator(ABC):
+    """Base of every estimator.
+
+    :meth:`estimate` gives one arch its metrics; raising marks that trial failed (the search goes
+    on). :meth:`update` is called once per strategy step by weight-sharing estimators (e.g. one
+    epoch of supernet training); stateless estimators leave it alone.
+    """
+
+    @abstractmethod
+    def estimate(self, arch: Arch, ctx: Context) -> Result:
+        """Measure ``arch``; deterministic given ``ctx.seed``."""
+
+    def update(self, ctx: Context) -> None:
+        """Optional training step of shared state (supernet weights, predictor refits)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to resume (empty for stateless estimators)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""

@@ -1,0 +1,90 @@
+"""The search-space contract.
+
+A space enumerates its choices, samples and validates archs, parses and prints them in its own
+notation, and builds the child network of an arch as a plain ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nasforge.core.arch import Arch, Choice
+from nasforge.core.errors import InvalidArchError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["SearchSpace"]
+
+
+class SearchSpace(ABC):
+    """Base class of every search space.
+
+    Subclasses implement :meth:`choices` and :meth:`build`; they may override :meth:`parse` and
+    :meth:`format` for a notation of their own, and :meth:`is_valid` for constraints between
+    choices (sampling, enumeration and validation then respect them).
+    """
+
+    @abstractmethod
+    def choices(self) -> Mapping[str, Choice]:
+        """The decisions of this space, by name, in a fixed order."""
+
+    @abstractmethod
+    def build(self, arch: Arch) -> nn.Module:
+        """The standalone child network of ``arch`` (validated first)."""
+
+    def is_valid(self, arch: Arch) -> bool:
+        """Extra constraints between choices; the default space has none."""
+        return True
+
+    def validate(self, arch: Arch) -> Arch:
+        """Return ``arch`` if it fits this space, else raise naming the bad choice."""
+        choices = self.choices()
+        missing = [name for name in choices if name not in arch]
+        if missing:
+            raise InvalidArchError(f"arch is missing choice(s) {', '.join(map(repr, missing))}")
+        extra = [name for name in arch if name not in choices]
+        if extra:
+            raise InvalidArchError(
+                f"arch has unknown choice(s) {', '.join(map(repr, extra))}; "
+                f"this space's choices: {', '.join(choices)}"
+            )
+        for name, choice in choices.items():
+            choice.index(arch[name])
+        if not self.is_valid(arch):
+            raise InvalidArchError(f"arch {self.format(arch)} breaks a constraint of the space")
+        return arch
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A uniformly drawn valid arch (rejection sampling against :meth:`is_valid`)."""
+        for _ in range(10_000):
+            arch = Arch({name: choice.sample(rng) for name, choice in self.choices().items()})
+            if self.is_valid(arch):
+                return arch
+        raise RuntimeError(f"{type(self).__name__}: no valid arch found in 10,000 samples")
+
+    def size(self) -> int:
+        """How many archs the unconstrained product of choices holds."""
+        return math.prod(len(choice) for choice in self.choices().values())
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every valid arch, in a fixed (lexicographic) order."""
+        choices = self.choices()
+        for values in itertools.product(*(choice.candidates for choice in choices.values())):
+            arch = Arch(zip(choices, values))
+            if self.is_valid(arch):
+                yield arch
+
+    def parse(self, text: str) -> Arch:
+        """Parse an arch written in this space's notation (default: the JSON form)."""
+        return self.validate(Arch.parse(text))
+
+    def format(self, arch: Arch) -> str:
+        """This space's notation for ``arch`` (default: the JSON form)."""
+        return str(arch)

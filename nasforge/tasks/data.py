@@ -1,0 +1,44 @@
+"""The data contract: a dataset component loads into train / validation / test splits.
+
+Search trains on ``train`` and scores on ``valid`` (both carved from the dataset's training
+set); ``test`` is touched only for final reporting.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from torch.utils.data import ConcatDataset, Dataset
+
+__all__ = ["DataSplits", "DatasetSource"]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A task's data, split, with the shape facts a space needs to build a network."""
+
+    name: str
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+    in_channels: int
+    num_classes: int
+    input_size: tuple[int, int]
+
+    @property
+    def train_and_valid(self) -> Dataset:
+        """The whole training set (train + valid), for training the final architecture."""
+        return ConcatDataset([self.train, self.valid])
+
+    def context(self) -> dict[str, object]:
+        """Values offered to component constructors (see ``registry.create``'s ``context``)."""
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": self.input_size}
+
+
+class DatasetSource(ABC):
+    """Base of every registered dataset (kind ``"dataset"``): options in, splits out."""
+
+    @abstractmethod
+    def load(self, seed: int) -> DataSplits:
+        """Read the data (never downloading) and split it; ``seed`` fixes the split."""
