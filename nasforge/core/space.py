@@ -69,6 +69,34 @@ class SearchSpace(ABC):
                 return arch
         raise RuntimeError(f"{type(self).__name__}: no valid arch found in 10,000 samples")
 
+    def neighbours(self, arch: Arch) -> list[Arch]:
+        """Every valid arch that differs from ``arch`` in exactly one choice (fixed order)."""
+        found = []
+        for name, choice in self.choices().items():
+            for value in choice.candidates:
+                if value != arch[name]:
+                    candidate = arch.with_value(name, value)
+                    if self.is_valid(candidate):
+                        found.append(candidate)
+        return found
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """A random valid neighbour: one choice changed to another of its candidates.
+
+        Returns ``arch`` itself only when it has no valid neighbour.
+        """
+        choices = [c for c in self.choices().values() if len(c) > 1]
+        for _ in range(100):
+            choice = choices[int(rng.integers(len(choices)))] if choices else None
+            if choice is None:
+                return arch
+            others = [v for v in choice.candidates if v != arch[choice.name]]
+            candidate = arch.with_value(choice.name, others[int(rng.integers(len(others)))])
+            if self.is_valid(candidate):
+                return candidate
+        options = self.neighbours(arch)
+        return options[int(rng.integers(len(options)))] if options else arch
+
     def size(self) -> int:
         """How many archs the unconstrained product of choices holds."""
         return math.prod(len(choice) for choice in self.choices().values())

@@ -1,0 +1,281 @@
+"""The one loop: ask -> estimate -> score -> tell, with budgets, a store and checkpoints.
+
+Every method nasforge supports is this loop with different parts plugged in; the runner never
+branches on the kind of strategy or estimator.
+
+Resuming is exact: the checkpoint holds the strategy's and estimator's state after some trial
+``k``; every trial after ``k`` is in the store, and is *replayed* (the strategy is asked again,
+must propose the same arch, and is told the stored trial) instead of re-evaluated. With the same
+seed a resumed search therefore ends with exactly the trials of one never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
+
+from nasforge.core.arch import Arch
+from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
+from nasforge.core.estimator import Context, Estimator
+from nasforge.core.objective import Objective
+from nasforge.core.seeding import derive_seed
+from nasforge.core.space import SearchSpace
+from nasforge.core.strategy import Strategy
+from nasforge.core.trial import Result, Trial, TrialStatus
+from nasforge.objectives.pareto import non_dominated
+from nasforge.runner.checkpoint import load_checkpoint, save_checkpoint
+from nasforge.runner.store import TrialStore
+
+__all__ = ["Budget", "SearchResult", "Runner", "run_search", "CHECKPOINT_FILE", "STORE_FILE"]
+
+log = logging.getLogger("nasforge")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STORE_FILE = "trials.sqlite"
+_CHECKPOINT_VERSION = 1
+
+
+class Budget(BaseModel):
+    """When a search stops: after ``trials`` trials or ``seconds`` of wall time, whichever first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: PositiveInt | None = None
+    seconds: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Budget:
+        if self.trials is None and self.seconds is None:
+            raise ValueError("a budget needs 'trials' or 'seconds' (or both)")
+        return self
+
+
+@dataclass
+class SearchResult:
+    """The trials of a finished (or interrupted) search and what it found."""
+
+    trials: list[Trial]
+    objective: Objective
+    stopped_because: str = ""
+
+    def best(self, k: int = 1) -> list[Trial]:
+        """The ``k`` best feasible, completed trials by the first objective value.
+
+        Ties keep the earlier trial first; for several objectives, see :meth:`pareto_front`.
+        """
+        ok = [t for t in self.trials if t.ok]
+        return sorted(ok, key=lambda t: (-t.values[0], t.number))[:k]
+
+    def pareto_front(self) -> list[Trial]:
+        """Feasible, completed trials no other such trial dominates, best first objective first."""
+        ok = [t for t in self.trials if t.ok]
+        front = [ok[i] for i in non_dominated([t.values for t in ok])]
+        return sorted(front, key=lambda t: (-t.values[0], t.number))
+
+
+class Runner:
+    """Joins a space, a strategy, an estimator and an objective into one search.
+
+    Args:
+        space, strategy, estimator, objective: the four parts.
+        budget: when to stop.
+        seed: the run seed; the strategy's seed and every trial's seed derive from it.
+        run_dir: folder for the store, checkpoints and logs; None keeps everything in memory.
+        data: task data handed to the estimator (``DataSplits``), if it needs any.
+        device: torch device for estimators that train.
+        checkpoint_seconds: least wall time between two checkpoints (one is always written at
+            the end); trials in between are replayed from the store on resume.
+        on_trial: called after every trial (progress bars, live logs).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        strategy: Strategy,
+        estimator: Estimator,
+        objective: Objective,
+        *,
+        budget: Budget,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        data: Any = None,
+        device: str = "cpu",
+        checkpoint_seconds: float = 30.0,
+        on_trial: Callable[[Trial, SearchResult], None] | None = None,
+    ) -> None:
+        self.space = space
+        self.strategy = strategy
+        self.estimator = estimator
+        self.objective = objective
+        self.budget = budget
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_seconds = checkpoint_seconds
+        self.on_trial = on_trial or (lambda trial, result: None)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.store = TrialStore(self.run_dir / STORE_FILE)
+        else:
+            self.store = TrialStore(":memory:")
+        self.context = Context(space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log)
+        self.result = SearchResult(trials=[], objective=objective)
+        self._elapsed_before = 0.0
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """Where checkpoints go (None for in-memory runs)."""
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT_FILE
+
+    def _checkpoint(self, elapsed: float) -> None:
+        if self.checkpoint_path is None:
+            return
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "version": _CHECKPOINT_VERSION,
+                "seed": self.seed,
+                "n_trials": len(self.result.trials),
+                "elapsed": elapsed,
+                "strategy": self.strategy.state_dict(),
+                "estimator": self.estimator.state_dict(),
+            },
+        )
+
+    def _restore(self) -> None:
+        """Restore from the run directory: checkpoint first, then replay the later trials."""
+        stored = self.store.trials()
+        stored_seed = self.store.get_meta("seed")
+        if stored_seed is not None and stored_seed != self.seed:
+            raise CheckpointError(f"run was started with seed {stored_seed}, not {self.seed}; resume it with its own config")
+        start = 0
+        path = self.checkpoint_path
+        if path is not None and path.exists():
+            state = load_checkpoint(path)
+            if state["n_trials"] > len(stored):
+                raise CheckpointError(
+                    f"checkpoint {path} covers {state['n_trials']} trials but the store holds only {len(stored)}"
+                )
+            self.strategy.load_state_dict(state["strategy"])
+            self.estimator.load_state_dict(state["estimator"])
+            start = int(state["n_trials"])
+            self._elapsed_before = float(state.get("elapsed", 0.0))
+            self.result.trials.extend(stored[:start])
+        for trial in stored[start:]:
+            arch = self.strategy.ask()
+            if arch != trial.arch:
+                raise CheckpointError(
+                    f"cannot replay trial {trial.number}: the strategy now proposes {arch} but the store holds "
+                    f"{trial.arch}. The config or the code changed since the run started; start a new run."
+                )
+            self.estimator.update(self._trial_context(trial.number))
+            self.strategy.tell(trial)
+            self.result.trials.append(trial)
+        if stored:
+            self._elapsed_before = max(self._elapsed_before, float(stored[-1].extras.get("elapsed", 0.0)))
+            log.info("resumed: %d trials restored (%d from the checkpoint, %d replayed)", len(stored), start, len(stored) - start)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _trial_context(self, number: int) -> Context:
+        return replace(self.context, seed=derive_seed(self.seed, number))
+
+    def _evaluate(self, number: int, arch: Arch) -> Trial:
+        ctx = self._trial_context(number)
+        trial = Trial(number=number, arch=arch, seed=ctx.seed)
+        try:
+            result: Result = self.estimator.estimate(arch, ctx)
+        except NasforgeError:
+            raise  # a user error (missing data, bad option) would fail every trial: stop and say so
+        except Exception as exc:  # any other failure fails this trial only; the search goes on
+            trial.status = TrialStatus.FAILED
+            trial.error = traceback.format_exc()
+            log.warning("trial %d failed: %s: %s", number, type(exc).__name__, exc)
+            return trial
+        trial.metrics = {k: float(v) for k, v in result.metrics.items()}
+        trial.cost = {k: float(v) for k, v in result.cost.items()}
+        trial.extras = dict(result.extras)
+        try:
+            trial.values = tuple(float(v) for v in self.objective.score(trial.metrics))
+            trial.feasible = self.objective.feasible(trial.metrics)
+        except KeyError as exc:
+            raise ConfigError(f"the objective needs a metric the estimator does not report: {exc.args[0]}") from None
+        return trial
+
+    def _stop_reason(self, started: float) -> str | None:
+        if self.budget.trials is not None and len(self.result.trials) >= self.budget.trials:
+            return f"trial budget of {self.budget.trials} reached"
+        if self.budget.seconds is not None and self._elapsed_before + time.monotonic() - started >= self.budget.seconds:
+            return f"time budget of {self.budget.seconds:g} s reached"
+        return None
+
+    def run(self, *, resume: bool = False) -> SearchResult:
+        """Run the search until the budget is spent or the strategy has nothing left to ask.
+
+        With ``resume=True`` the run directory's store and checkpoint are restored first.
+        """
+        self.strategy.setup(self.space, self.objective, seed=derive_seed(self.seed, "strategy"))
+        if resume:
+            self._restore()
+        elif len(self.store):
+            raise CheckpointError(
+                f"run directory {self.run_dir} already holds {len(self.store)} trials; "
+                "resume it (nasforge search --resume DIR) or choose another run_dir"
+            )
+        self.store.set_meta("seed", self.seed)
+        started = time.monotonic()
+        last_checkpoint = started
+        reason = self._stop_reason(started)
+        while reason is None:
+            arch = self.strategy.ask()
+            if arch is None:
+                reason = "the strategy has nothing left to ask"
+                break
+            number = len(self.result.trials)
+            self.space.validate(arch)
+            self.estimator.update(self._trial_context(number))
+            trial = self._evaluate(number, arch)
+            elapsed = self._elapsed_before + time.monotonic() - started
+            trial.extras["elapsed"] = elapsed
+            self.store.add(trial)
+            self.strategy.tell(trial)
+            self.result.trials.append(trial)
+            self.on_trial(trial, self.result)
+            if time.monotonic() - last_checkpoint >= self.checkpoint_seconds:
+                self._checkpoint(elapsed)
+                last_checkpoint = time.monotonic()
+            reason = self._stop_reason(started)
+        self._checkpoint(self._elapsed_before + time.monotonic() - started)
+        self.result.stopped_because = reason
+        log.info("search stopped: %s after %d trials", reason, len(self.result.trials))
+        return self.result
+
+
+def run_search(
+    space: SearchSpace,
+    strategy: Strategy,
+    estimator: Estimator,
+    objective: Objective,
+    *,
+    budget: Budget | int,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    data: Any = None,
+    resume: bool = False,
+) -> SearchResult:
+    """Run one search in-process (a plain-Python entry point; ``budget=100`` means 100 trials)."""
+    if isinstance(budget, int):
+        budget = Budget(trials=budget)
+    runner = Runner(space, strategy, estimator, objective, budget=budget, seed=seed, run_dir=run_dir, data=data)
+    try:
+        return runner.run(resume=resume)
+    finally:
+        runner.store.close()
