@@ -1,0 +1,206 @@
+"""Export a child network as plain PyTorch: one readable ``model.py`` and a ``weights.pt``.
+
+The exported folder loads with PyTorch alone (nasforge need not be installed)::
+
+    import model                      # the exported model.py
+    net = model.load()                # builds the network and loads weights.pt beside it
+
+How: the child is traced with ``torch.fx``; every leaf module becomes one flat attribute built
+from its own constructor arguments (read back from the module's attributes), and the traced
+graph becomes ``forward``. Before anything is written, the generated code is executed and its
+outputs compared with the original's, so an export that would not reproduce the model fails
+here, loudly, instead of later in a user's deployment.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import io
+import keyword
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from nasforge.core.errors import NasforgeError
+from nasforge.runner.checkpoint import atomic_write_bytes
+
+__all__ = ["ExportError", "export_model", "generate_source"]
+
+
+class ExportError(NasforgeError):
+    """The model cannot be exported as plain PyTorch (untraceable, or unknown leaf module)."""
+
+
+def _leaf_constructor(module: nn.Module) -> str:
+    """``nn.Conv2d(3, 16, kernel_size=(3, 3), ...)`` rebuilt from the module's own attributes."""
+    cls = type(module)
+    if not cls.__module__.startswith("torch.nn"):
+        raise ExportError(f"cannot export leaf module of type {cls.__module__}.{cls.__qualname__}; only torch.nn modules")
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    args = []
+    for p in params:
+        if p.name in ("device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if not hasattr(module, p.name):
+            if p.default is p.empty:
+                raise ExportError(f"cannot read constructor argument {p.name!r} back from {cls.__name__}")
+            continue
+        value = getattr(module, p.name)
+        if isinstance(value, (nn.Parameter, torch.Tensor)) or (p.name == "bias" and value is None):
+            value = value is not None
+        if isinstance(value, torch.Size):
+            value = tuple(value)
+        if p.default is not p.empty and _equal(value, p.default):
+            continue
+        args.append(f"{p.name}={value!r}")
+    return f"nn.{cls.__name__}({', '.join(args)})"
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return False
+
+
+def _flatten(traced: fx.GraphModule) -> tuple[nn.Module, fx.Graph, dict[str, str]]:
+    """A root holding every called leaf module and used tensor under a flat name."""
+    root = nn.Module()
+    names: dict[str, str] = {}
+    declarations: dict[str, str] = {}
+    graph = traced.graph
+    for node in graph.nodes:
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        target = str(node.target)
+        if target not in names:
+            flat = re.sub(r"\W", "_", target)
+            if not flat.isidentifier() or keyword.iskeyword(flat):
+                flat = f"m_{flat}"
+            while flat in declarations or hasattr(nn.Module, flat):
+                flat += "_"
+            names[target] = flat
+            obj = traced.get_submodule(target) if node.op == "call_module" else _get_attr(traced, target)
+            if node.op == "call_module":
+                declarations[flat] = _leaf_constructor(obj)
+                root.add_module(flat, obj)
+            elif isinstance(obj, nn.Parameter):
+                declarations[flat] = f"nn.Parameter(torch.empty({tuple(obj.shape)!r}, dtype={obj.dtype}))"
+                root.register_parameter(flat, obj)
+            elif isinstance(obj, torch.Tensor):
+                declarations[flat] = f"torch.empty({tuple(obj.shape)!r}, dtype={obj.dtype})"
+                root.register_buffer(flat, obj)
+            else:
+                raise ExportError(f"cannot export attribute {target!r} of type {type(obj).__name__}")
+        node.target = names[target]
+    return root, graph, declarations
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    obj: Any = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_SAFE_GLOBALS = {"torch": "import torch", "operator": "import operator", "math": "import math", "inf": "from math import inf", "nan": "from math import nan"}
+
+
+def generate_source(model: nn.Module, *, doc: str = "") -> tuple[str, dict[str, torch.Tensor]]:
+    """Python source of a standalone equivalent of ``model``, and the weights it loads.
+
+    Raises :class:`ExportError` when ``model`` cannot be traced or holds non-torch leaf modules.
+    """
+    try:
+        traced = fx.symbolic_trace(model)
+    except Exception as exc:
+        raise ExportError(f"cannot trace the model with torch.fx ({type(exc).__name__}: {exc})") from None
+    root, graph, declarations = _flatten(traced)
+    code = graph.python_code(root_module="self")
+    imports = {"import torch", "from torch import nn"}
+    for name, value in code.globals.items():
+        if not re.search(rf"\b{re.escape(name)}\b", code.src):
+            continue  # fx lists some globals whether or not the code uses them
+        if name in _SAFE_GLOBALS:
+            imports.add(_SAFE_GLOBALS[name])
+        elif getattr(builtins, name, None) is value or name in ("getattr", "NoneType"):
+            if name == "NoneType":
+                imports.add("NoneType = type(None)")
+        elif inspect.isfunction(value) or inspect.isbuiltin(value) or callable(value):
+            module = getattr(value, "__module__", None) or ""
+            qual = getattr(value, "__qualname__", getattr(value, "__name__", ""))
+            if module.startswith(("torch", "_operator", "operator", "math")):
+                root_mod = "operator" if module == "_operator" else module
+                imports.add(f"import {root_mod}")
+                imports.add(f"{name} = {root_mod}.{qual}")
+            else:
+                raise ExportError(f"the traced model calls {module}.{qual}, which is not part of PyTorch")
+        else:
+            raise ExportError(f"the traced model refers to {name!r} ({type(value).__name__}), which cannot be exported")
+    forward = "\n".join(line.rstrip() for line in code.src.strip("\n").splitlines())
+    body = "\n".join(f"        self.{flat} = {ctor}" for flat, ctor in declarations.items()) or "        pass"
+    header = sorted(i for i in imports if i.startswith(("import", "from")))
+    aliases = sorted(i for i in imports if not i.startswith(("import", "from")))
+    source = f'''"""{doc or "A network exported by nasforge."}
+
+Loads with PyTorch alone: ``net = load()`` builds the network and loads ``weights.pt``.
+"""
+
+{chr(10).join(header)}
+from pathlib import Path
+
+{chr(10).join(aliases)}
+
+
+class Model(nn.Module):
+    """The exported network (flat leaf modules; ``forward`` is the traced graph)."""
+
+    def __init__(self):
+        super().__init__()
+{body}
+
+{forward.replace(chr(10), chr(10) + "    ").replace("def forward", "    def forward", 1)}
+
+
+def load(weights=None, map_location="cpu"):
+    """Build the network and load its weights (default: ``weights.pt`` next to this file)."""
+    net = Model()
+    path = Path(weights) if weights is not None else Path(__file__).with_name("weights.pt")
+    net.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+    return net.eval()
+'''
+    return source, {k: v.detach().clone() for k, v in root.state_dict().items()}
+
+
+def export_model(model: nn.Module, example_input: torch.Tensor, out_dir: str | Path, *, doc: str = "", atol: float = 1e-5) -> Path:
+    """Write ``out_dir/model.py`` and ``out_dir/weights.pt`` after checking they reproduce ``model``.
+
+    Returns ``out_dir``. The check runs the generated code on ``example_input`` in eval mode and
+    compares with ``model``'s output to ``atol``.
+    """
+    model = model.eval()
+    source, weights = generate_source(model, doc=doc)
+    namespace: dict[str, Any] = {"__name__": "nasforge_export_check", "__file__": str(Path(out_dir) / "model.py")}
+    exec(compile(source, "<exported model.py>", "exec"), namespace)  # noqa: S102 - our own generated code
+    clone = namespace["Model"]()
+    clone.load_state_dict(weights)
+    clone.eval()
+    with torch.no_grad():
+        expected, got = model(example_input), clone(example_input)
+    if expected.shape != got.shape or not torch.allclose(expected, got, atol=atol, rtol=0):
+        diff = (expected - got).abs().max().item() if expected.shape == got.shape else math.inf
+        raise ExportError(f"the exported model does not reproduce the original (max abs difference {diff:g})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    atomic_write_bytes(out / "weights.pt", buffer.getvalue())
+    atomic_write_bytes(out / "model.py", source.encode())
+    return out
+

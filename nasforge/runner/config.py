@@ -1,0 +1,173 @@
+"""Experiment configs: YAML in, typed and validated models out, before anything runs.
+
+A config names one component per part by its registered type, with that component's options
+beside it::
+
+    seed: 0
+    data: {type: digits}
+    space: {type: nb201, C: 8, N: 1}
+    strategy: {type: evolution, population_size: 10, sample_size: 5}
+    estimator: {type: scratch, epochs: 3}
+    objective: {type: single, metric: val_acc}
+    budget: {trials: 40, seconds: 240}
+    train: {epochs: 20}          # optional: train the winner after the search
+
+Every mistake is reported as a :class:`ConfigError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+from nasforge.core import registry
+from nasforge.core.errors import ConfigError
+from nasforge.runner.loop import Budget
+
+__all__ = ["ComponentSpec", "ExperimentConfig", "load_config", "parse_config", "dump_config", "SECTION_KINDS"]
+
+#: Config sections that name a registered component, and the component kind of each.
+SECTION_KINDS: dict[str, str] = {
+    "data": "dataset",
+    "space": "space",
+    "strategy": "strategy",
+    "estimator": "estimator",
+    "objective": "objective",
+}
+
+
+class ComponentSpec(BaseModel):
+    """``{type: NAME, **options}``; a bare string ``NAME`` is short for ``{type: NAME}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Everything but ``type``: the component's constructor options."""
+        return dict(self.model_extra or {})
+
+
+class ExperimentConfig(BaseModel):
+    """A whole search, as read from YAML. See the module docstring for an example."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "search"
+    seed: NonNegativeInt = 0
+    run_dir: str | None = Field(default=None, description="default: runs/<name>")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: PositiveInt | None = None
+    data: ComponentSpec | None = ComponentSpec(type="digits")
+    space: ComponentSpec
+    strategy: ComponentSpec
+    estimator: ComponentSpec
+    objective: ComponentSpec = ComponentSpec(type="single")
+    budget: Budget
+    top_k: PositiveInt = 5
+    checkpoint_seconds: PositiveFloat = 30.0
+    train: dict[str, Any] | None = Field(default=None, description="final training of the best arch (TrainSettings)")
+
+    def resolved_run_dir(self) -> Path:
+        """The run directory: ``run_dir`` if set, else ``runs/<name>``."""
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+def _describe(errors: Sequence[Any], source: str, allowed: Sequence[str]) -> str:
+    messages = []
+    for err in errors:
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            messages.append(f"unknown key {loc!r} in {source}.{hint} Allowed top-level keys: {', '.join(allowed)}.")
+        elif err["type"] == "missing":
+            messages.append(f"{source} is missing the required key {loc!r}.")
+        else:
+            messages.append(f"{source}: {loc} = {err.get('input')!r} is invalid: {err['msg']}.")
+    return " ".join(messages)
+
+
+def _set_dotted(raw: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key.subkey=value")
+    key, _, text = assignment.partition("=")
+    value = yaml.safe_load(text) if text else None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):  # `strategy: evolution` shorthand, then strategy.x=...
+            child = {"type": child}
+        node[part] = child if isinstance(child, dict) else {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_config(raw: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Validate a config already read into Python objects (see :func:`load_config`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections (space, strategy, ...), got {type(raw).__name__}")
+    raw = dict(raw)
+    for assignment in overrides:
+        _set_dotted(raw, assignment)
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_describe(exc.errors(), source, list(ExperimentConfig.model_fields))) from None
+    for section, kind in SECTION_KINDS.items():
+        spec: ComponentSpec | None = getattr(config, section)
+        if spec is not None:
+            registry.validate_options(kind, spec.type, spec.options, where=f"{source}: {section}", require_all=False)
+    if config.train is not None:
+        from nasforge.tasks.training import TrainSettings
+
+        try:
+            TrainSettings.model_validate(config.train)
+        except pydantic.ValidationError as exc:
+            details = "; ".join(
+                f"train.{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid final-training settings in {source}: {details}") from None
+    return config
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read and validate a YAML config; ``overrides`` are ``key.subkey=value`` strings."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    return parse_config(raw, str(path), overrides)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The config as YAML (the resolved form saved in each run directory)."""
+    data = config.model_dump(mode="json", exclude_none=False)
+    for section in SECTION_KINDS:
+        spec = getattr(config, section)
+        data[section] = None if spec is None else {"type": spec.type, **spec.options}
+    return yaml.safe_dump(data, sort_keys=False)
