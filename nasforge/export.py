@@ -76,6 +76,7 @@ def _flatten(traced: fx.GraphModule) -> tuple[nn.Module, fx.Graph, dict[str, str
     declarations: dict[str, str] = {}
     graph = traced.graph
     for node in graph.nodes:
+        node.type = None  # annotations may be strings under `from __future__ import annotations`
         if node.op not in ("call_module", "get_attr"):
             continue
         target = str(node.target)

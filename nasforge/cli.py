@@ -1,0 +1,398 @@
+"""The ``nasforge`` command: search, derive, train, test, export, eval-arch, registry, gen-config.
+
+Every user mistake ends in a one-paragraph message on stderr and exit status 2, never a
+traceback; nothing already written by earlier runs is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nasforge.core import registry
+from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
+from nasforge.core.trial import Trial
+from nasforge.runner.loop import SearchResult
+
+__all__ = ["main"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+log = logging.getLogger("nasforge")
+
+
+def _setup_logging(run_dir: Path | None, verbose: bool) -> None:
+    log.handlers.clear()
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    log.addHandler(handler)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / "search.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file_handler.setLevel(logging.DEBUG)
+        log.addHandler(file_handler)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def _trial_table(space: Any, trials: Sequence[Trial], names: Sequence[str], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("trial", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("arch")
+    for rank, trial in enumerate(trials, start=1):
+        table.add_row(str(rank), str(trial.number), *(_fmt(v) for v in trial.values), space.format(trial.arch))
+    return table
+
+
+# -- search ----------------------------------------------------------------------------------
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import CONFIG_FILE, build_experiment, save_run_config, write_topk
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise CheckpointError(f"cannot resume {run_dir}: it holds no {CONFIG_FILE} (is it a nasforge run directory?)")
+        config_path = run_dir / CONFIG_FILE
+    elif args.config:
+        config_path = Path(args.config)
+    else:
+        raise ConfigError("give a config file (nasforge search CONFIG) or a run to resume (--resume RUN_DIR)")
+    config = load_config(config_path, args.set)
+    if args.run_dir:
+        config = config.model_copy(update={"run_dir": args.run_dir})
+    run_dir = Path(args.resume) if args.resume else config.resolved_run_dir()
+    if not args.resume and (run_dir / "trials.sqlite").exists():
+        raise CheckpointError(
+            f"run directory {run_dir} already holds a search; resume it with `nasforge search --resume {run_dir}`, "
+            "or set another run_dir (--run-dir DIR)"
+        )
+    _setup_logging(run_dir, args.verbose)
+    console.print(f"[bold]nasforge search[/bold] {config_path}  ->  run directory [cyan]{run_dir}[/cyan]")
+    experiment = build_experiment(config, str(config_path))
+    data = experiment.data
+    if data is not None:
+        console.print(
+            f"data: {data.name} ({len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
+            f"{data.in_channels}x{data.input_size[0]}x{data.input_size[1]}, {data.num_classes} classes)"
+        )
+    console.print(
+        f"space: {config.space.type} ({experiment.space.size():,} archs)  strategy: {config.strategy.type}  "
+        f"estimator: {config.estimator.type}  objective: {', '.join(experiment.objective.names)}  "
+        f"budget: {config.budget.trials or '∞'} trials / {config.budget.seconds or '∞'} s"
+    )
+    save_run_config(run_dir, config)
+    objective_name = experiment.objective.names[0]
+    with Progress(
+        TextColumn("[bold]search"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        disable=args.quiet or not console.is_terminal and not args.progress,
+    ) as bar:
+        task = bar.add_task("", total=config.budget.trials)
+
+        def on_trial(trial: Trial, result: SearchResult) -> None:
+            best = result.best(1)
+            status = "failed" if not trial.values else f"{objective_name}={_fmt(trial.values[0])}"
+            best_text = f"best {_fmt(best[0].values[0])}" if best else "no result yet"
+            bar.update(task, completed=len(result.trials), description=f"trial {trial.number}: {status} | {best_text}")
+            log.info("trial %d %s %s", trial.number, experiment.space.format(trial.arch), status)
+            if not console.is_terminal and not args.quiet and (trial.number + 1) % max(1, (config.budget.trials or 100) // 10) == 0:
+                console.print(f"  {len(result.trials)} trials done, {best_text}")
+
+        runner = experiment.runner(run_dir, on_trial)
+        try:
+            result = runner.run(resume=bool(args.resume))
+        finally:
+            runner.store.close()
+    failed = sum(1 for t in result.trials if not t.values)
+    console.print(f"search stopped: {result.stopped_because} ({len(result.trials)} trials, {failed} failed)")
+    chosen = write_topk(run_dir, experiment.space, result, config.top_k)
+    if not chosen:
+        console.print("[yellow]no trial completed feasibly, so there is nothing to derive or train[/yellow]")
+        return 1
+    console.print(_trial_table(experiment.space, chosen, experiment.objective.names, f"top {len(chosen)} (also in {run_dir}/topk.yaml)"))
+    best = chosen[0]
+    console.print(f"best arch: [green]{experiment.space.format(best.arch)}[/green]")
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.metrics.items())
+    console.print(f"its search metrics: {shown}")
+    if config.train is not None and data is not None:
+        _train_and_report(experiment, best, run_dir / "final", args.quiet)
+    return 0
+
+
+def _train_and_report(experiment: Any, trial: Trial, out_dir: Path, quiet: bool) -> dict[str, float]:
+    from nasforge.runner.final import train_final
+    from nasforge.tasks.training import TrainSettings
+
+    config = experiment.config
+    settings = TrainSettings.model_validate(config.train or {})
+    assert config.data is not None
+    console.print(
+        f"training the best arch on train+valid for {settings.epochs} epochs, then testing it once on the held-out test set"
+    )
+    with Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+        console=console, disable=quiet or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("", total=settings.epochs)
+
+        def progress(epoch: int, total: int, metrics: dict[str, float]) -> None:
+            text = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+            bar.update(task, completed=epoch, description=text)
+
+        metrics = train_final(
+            experiment.space, config.space, experiment.data, config.data, trial.arch, settings,
+            seed=config.seed, out_dir=out_dir, device=experiment.device, progress=progress,
+        )
+    console.print(
+        f"[bold green]test accuracy {metrics['test_acc']:.2f}%[/bold green] "
+        f"(params {int(metrics['params']):,}, FLOPs {int(metrics['flops']):,}, trained in {metrics['train_seconds']:.1f} s); "
+        f"model saved in [cyan]{out_dir}[/cyan] (nasforge test / nasforge export read it)"
+    )
+    return metrics
+
+
+# -- derive / train / test / export / eval-arch ----------------------------------------------
+
+
+def _load_run(run_dir: Path) -> tuple[Any, Any]:
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import CONFIG_FILE
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a nasforge run directory ({CONFIG_FILE} is missing)")
+    return load_config(run_dir / CONFIG_FILE), run_dir
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from nasforge.runner.experiment import build_experiment
+    from nasforge.runner.loop import STORE_FILE, SearchResult
+    from nasforge.runner.store import TrialStore
+
+    config, run_dir = _load_run(Path(args.run_dir))
+    if not (run_dir / STORE_FILE).is_file():
+        raise CheckpointError(f"{run_dir} holds no trials yet ({STORE_FILE} is missing)")
+    experiment = build_experiment(config.model_copy(update={"data": None}) if config.data is None else config, str(run_dir))
+    store = TrialStore(run_dir / STORE_FILE)
+    result = SearchResult(store.trials(), experiment.objective)
+    store.close()
+    chosen = result.pareto_front()[: args.n] if experiment.objective.n_objectives > 1 else result.best(args.n)
+    entries = [
+        {"rank": r, "trial": t.number, "arch": experiment.space.format(t.arch), "metrics": t.metrics}
+        for r, t in enumerate(chosen, start=1)
+    ]
+    text = yaml.safe_dump({"archs": entries}, sort_keys=False)
+    if args.output:
+        from nasforge.runner.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.output), text.encode())
+        console.print(f"wrote the top {len(entries)} archs of {len(result.trials)} trials to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
+
+    if args.run:
+        config, run_dir = _load_run(Path(args.run))
+        source = str(run_dir)
+    elif args.config:
+        config, run_dir, source = load_config(Path(args.config)), None, args.config
+    else:
+        raise ConfigError("give the run to take the space and data from (--run RUN_DIR) or a config (--config FILE)")
+    overrides = {k: v for k, v in {"epochs": args.epochs}.items() if v is not None}
+    config = config.model_copy(update={"train": {**(config.train or {}), **overrides}})
+    if config.data is None:
+        raise ConfigError(f"{source} has no data section; training needs a dataset")
+    experiment = build_experiment(config, source)
+    arch_text = args.arch
+    if arch_text is None:
+        if run_dir is None or not (run_dir / TOPK_FILE).is_file():
+            raise ConfigError("give the arch to train (--arch TEXT or FILE); without --run there is no top-k to take it from")
+        arch_text = str(run_dir / TOPK_FILE)
+    arch = arch_from_text(experiment.space, arch_text, args.index)
+    out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("runs") / f"{config.name}-train")
+    console.print(f"training {experiment.space.format(arch)}")
+    trial = Trial(number=-1, arch=arch, seed=config.seed)
+    _train_and_report(experiment, trial, out, args.quiet)
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from nasforge.runner.final import load_model_folder
+    from nasforge.tasks.training import evaluate
+
+    folder = load_model_folder(args.model_dir)
+    acc, loss = evaluate(folder.model, folder.data.test, batch_size=512)
+    console.print(f"{folder.space.format(folder.arch)}: test accuracy {acc:.2f}%, test loss {loss:.4f} on {len(folder.data.test)} samples")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from nasforge.export import export_model
+    from nasforge.runner.final import load_model_folder
+
+    folder = load_model_folder(args.model_dir)
+    example = torch.randn(2, *folder.input_shape[1:])
+    out = export_model(folder.model, example, args.output, doc=f"nasforge export of {folder.space.format(folder.arch)}")
+    console.print(f"exported to {out}/model.py and {out}/weights.pt; load with: import model; net = model.load()")
+    return 0
+
+
+def cmd_eval_arch(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nasforge.core.seeding import derive_seed
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import arch_from_text, build_experiment
+
+    config = load_config(Path(args.config), args.set)
+    experiment = build_experiment(config, args.config)
+    arch = arch_from_text(experiment.space, args.arch, args.index)
+    runner = experiment.runner(run_dir=None)
+    ctx = replace(runner.context, run_dir=None, seed=derive_seed(config.seed, "eval-arch"))
+    result = experiment.estimator.estimate(arch, ctx)
+    runner.store.close()
+    console.print(f"{experiment.space.format(arch)}")
+    for key, value in {**result.metrics, **{f"cost.{k}": v for k, v in result.cost.items()}}.items():
+        console.print(f"  {key}: {_fmt(float(value))}")
+    return 0
+
+
+# -- registry / gen-config ---------------------------------------------------------------------
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    table = Table(title="registered components")
+    table.add_column("kind")
+    table.add_column("type")
+    table.add_column("tags")
+    table.add_column("summary")
+    for reg in registry.registrations(args.kind, tag=args.tag):
+        table.add_row(reg.kind, reg.name, ", ".join(sorted(reg.tags)), reg.summary)
+    console.print(table)
+    return 0
+
+
+def cmd_gen_config(args: argparse.Namespace) -> int:
+    from nasforge.runner.config import parse_config
+    from nasforge.runner.gen_config import generate_config
+
+    text = generate_config(args.space)
+    parse_config(yaml.safe_load(text), "<generated config>")  # what we hand out must load
+    if args.output:
+        from nasforge.runner.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.output), text.encode())
+        console.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nasforge", description="Modular neural architecture search on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="run a search from a YAML config (or resume one)")
+    p.add_argument("config", nargs="?", help="the experiment's YAML config")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the search in RUN_DIR (killed or stopped)")
+    p.add_argument("--run-dir", help="where the run is written (default: the config's run_dir, else runs/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. budget.trials=20")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("derive", help="write the top-K archs of a run to YAML")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=5, help="how many archs (default 5)")
+    p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("train", help="train one arch on the whole training set and test it")
+    p.add_argument("--run", help="take the space, data and training settings from this run directory")
+    p.add_argument("--config", help="...or from this config file")
+    p.add_argument("--arch", help="the arch (its notation or JSON), or a YAML file from derive/topk (default: the run's best)")
+    p.add_argument("--index", type=int, default=0, help="which arch of a YAML file (default 0, the best)")
+    p.add_argument("--epochs", type=int, help="override the number of training epochs")
+    p.add_argument("--out", help="model folder to write (default: RUN_DIR/final)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("test", help="evaluate a trained model folder on its held-out test set")
+    p.add_argument("model_dir")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("export", help="export a trained model folder as plain PyTorch (model.py + weights.pt)")
+    p.add_argument("model_dir")
+    p.add_argument("-o", "--output", required=True, help="folder to write model.py and weights.pt into")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval-arch", help="estimate one arch with a config's estimator")
+    p.add_argument("config")
+    p.add_argument("arch")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_eval_arch)
+
+    p = sub.add_parser("registry", help="list registered components")
+    p.add_argument("kind", nargs="?", choices=list(registry.KINDS), help="only this kind")
+    p.add_argument("--tag", help="only components with this tag")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("gen-config", help="print a sample config for a space, listing every compatible component")
+    p.add_argument("--space", required=True, help="registered space type")
+    p.add_argument("-o", "--output", help="file to write (default: print)")
+    p.set_defaults(func=cmd_gen_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for user errors)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except NasforgeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; a search can be continued with `nasforge search --resume RUN_DIR`")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
