@@ -1,0 +1,178 @@
+"""Weight sharing: modules that hold every candidate of a choice, and the supernet around them.
+
+A supernet is an ordinary network in which each decision is a :class:`LayerChoice` (one of
+several ops) or an :class:`InputChoice` (a subset of incoming tensors). Several modules may share
+one choice name (NB201's cells all follow the same cell arch): activating an arch sets every
+module of that name. :meth:`Supernet.export` freezes a path by replacing each choice module with
+its chosen candidate, so the exported child holds exactly the supernet's weights and gives exactly
+its outputs on that path.
+
+Two modes: *single path* (``activate(arch)``: only the chosen candidate runs, as SPOS, FairNAS,
+ENAS need) and *weighted* (``set_weights({name: tensor})``: candidates are mixed by the given
+weights, as differentiable methods need; zero weights skip their candidate).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from nasforge.core.arch import Arch, Value
+from nasforge.core.errors import InvalidArchError
+
+__all__ = ["LayerChoice", "InputChoice", "Supernet"]
+
+
+class LayerChoice(nn.Module):
+    """One op among candidates, labelled by the choice ``name`` it implements.
+
+    Args:
+        name: the choice name (several modules may share one).
+        candidates: choice value -> module, in the choice's candidate order.
+    """
+
+    def __init__(self, name: str, candidates: Mapping[Value, nn.Module]) -> None:
+        super().__init__()
+        self.name = name
+        self.values: list[Value] = list(candidates)
+        self.ops = nn.ModuleList(candidates.values())
+        self.active: int | None = None
+        self.weights: Tensor | None = None
+
+    def activate(self, value: Value) -> None:
+        """Run only the candidate ``value`` from now on (single-path mode)."""
+        try:
+            self.active = self.values.index(value)
+        except ValueError:
+            raise InvalidArchError(f"{value!r} is not a candidate of {self.name!r}; allowed: {self.values}") from None
+        self.weights = None
+
+    def set_weights(self, weights: Tensor) -> None:
+        """Mix the candidates by ``weights`` (one per candidate) from now on."""
+        if weights.shape != (len(self.ops),):
+            raise ValueError(f"{self.name}: expected {len(self.ops)} weights, got shape {tuple(weights.shape)}")
+        self.weights = weights
+        self.active = None
+
+    def chosen(self) -> nn.Module:
+        """The active candidate module."""
+        if self.active is None:
+            raise RuntimeError(f"choice {self.name!r} has no active candidate; call Supernet.activate first")
+        return self.ops[self.active]
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        if self.weights is None:
+            return self.chosen()(*inputs)
+        out: Tensor | None = None
+        for weight, op in zip(self.weights, self.ops):
+            if weight.requires_grad or weight.item() != 0:
+                term = weight * op(*inputs)
+                out = term if out is None else out + term
+        assert out is not None, f"{self.name}: every weight is zero"
+        return out
+
+
+class InputChoice(nn.Module):
+    """Sums a chosen subset of incoming tensors (DARTS-style node inputs).
+
+    The choice value is a tuple-free encoding: an ``int`` index picks one input. Nodes that take
+    several inputs use one InputChoice per input slot.
+    """
+
+    def __init__(self, name: str, n_inputs: int) -> None:
+        super().__init__()
+        self.name = name
+        self.n_inputs = n_inputs
+        self.active: int | None = None
+        self.weights: Tensor | None = None
+
+    def activate(self, value: Value) -> None:
+        """Pick input ``value`` (an index)."""
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.n_inputs:
+            raise InvalidArchError(f"{value!r} is not a valid input of {self.name!r}; allowed: 0..{self.n_inputs - 1}")
+        self.active = value
+        self.weights = None
+
+    def set_weights(self, weights: Tensor) -> None:
+        """Mix the inputs by ``weights``."""
+        if weights.shape != (self.n_inputs,):
+            raise ValueError(f"{self.name}: expected {self.n_inputs} weights, got shape {tuple(weights.shape)}")
+        self.weights = weights
+        self.active = None
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        if self.weights is None:
+            if self.active is None:
+                raise RuntimeError(f"choice {self.name!r} has no active input; call Supernet.activate first")
+            return inputs[self.active]
+        return sum(w * x for w, x in zip(self.weights, inputs))  # type: ignore[return-value]
+
+
+class _Frozen(nn.Module):
+    """What an InputChoice becomes on export: a fixed pick of its inputs."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        return inputs[self.index]
+
+
+class Supernet(nn.Module):
+    """Wraps a network holding :class:`LayerChoice`/:class:`InputChoice` modules.
+
+    Args:
+        network: the weight-sharing network.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def choice_modules(self) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
+        """Every choice module with its qualified module name."""
+        return _choice_modules(self.network)
+
+    def choice_names(self) -> list[str]:
+        """The distinct choice names, in first-appearance order."""
+        return list(dict.fromkeys(module.name for _, module in self.choice_modules()))
+
+    def activate(self, arch: Arch) -> None:
+        """Single-path mode: every choice module runs the candidate ``arch`` picks."""
+        for _, module in self.choice_modules():
+            if module.name not in arch:
+                raise InvalidArchError(f"arch has no value for choice {module.name!r}")
+            module.activate(arch[module.name])
+
+    def set_weights(self, weights: Mapping[str, Tensor]) -> None:
+        """Weighted mode: mix candidates by ``weights[choice name]``."""
+        for _, module in self.choice_modules():
+            module.set_weights(weights[module.name])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x)
+
+    def export(self, arch: Arch) -> nn.Module:
+        """A standalone copy of the network on ``arch``'s path, with the supernet's weights."""
+        self.activate(arch)
+        child = copy.deepcopy(self.network)
+        for path, module in list(_choice_modules(child)):
+            replacement = module.chosen() if isinstance(module, LayerChoice) else _Frozen(int(module.active))  # type: ignore[arg-type]
+            _set_submodule(child, path, replacement)
+        return child
+
+
+def _choice_modules(network: nn.Module) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
+    for path, module in network.named_modules():
+        if isinstance(module, (LayerChoice, InputChoice)):
+            yield path, module
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
+
