@@ -2,12 +2,17 @@
 
 Every op is a plain ``nn.Module`` whose ``forward`` has no data-dependent Python control flow,
 so any network built from them can be traced by ``torch.fx.symbolic_trace`` and exported as
-code that runs without nasforge. The definitions follow NAS-Bench-201 (Dong & Yang, ICLR 2020):
-convolutions carry no bias, and batch norm follows every convolution.
+code that runs without nasforge. The definitions follow NAS-Bench-201 (Dong & Yang, ICLR 2020)
+and DARTS (Liu et al., ICLR 2019): convolutions carry no bias, and batch norm follows every
+convolution.
 
 :data:`OPS` maps an op name to a factory ``(C_in, C_out, stride, *, affine,
 track_running_stats) -> nn.Module``. Spaces refer to ops by these names; adding a family of ops
-(DARTS' ``sep_conv_3x3``, ``dil_conv_5x5``, ...) means adding entries to the table.
+means adding entries to the table. The names shared by NB201 and DARTS (``none``,
+``skip_connect``, ``avg_pool_3x3``, ``max_pool_3x3``) are the same op in both papers' code.
+DARTS adds separable (``sep_conv_kxk``) and dilated (``dil_conv_kxk``) convolutions; the
+cells found by earlier searches that the DARTS papers compare with (NASNet, AmoebaNet) also use
+``sep_conv_7x7`` and ``conv_7x1_1x7``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ __all__ = [
     "Zero",
     "FactorizedReduce",
     "ResNetBasicBlock",
+    "DilConv",
+    "SepConv",
+    "AsymmetricConv",
     "OpFactory",
     "OPS",
 ]
@@ -134,6 +142,85 @@ class ResNetBasicBlock(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
+class DilConv(nn.Sequential):
+    """ReLU, a depthwise convolution, a pointwise (1x1) convolution, then batch norm.
+
+    With ``dilation=2`` it is DARTS' ``dil_conv_kxk``; with ``dilation=1`` it is one half of
+    :class:`SepConv`.
+
+    Args:
+        C_in: input channels.
+        C_out: output channels.
+        kernel_size: depthwise kernel size.
+        stride: depthwise stride.
+        padding: depthwise zero padding on each side.
+        dilation: depthwise dilation.
+        affine: whether batch norm has a learnable scale and shift.
+        track_running_stats: whether batch norm keeps running statistics for eval mode.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        dilation: int = 1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.depthwise = nn.Conv2d(
+            C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False
+        )
+        self.pointwise = nn.Conv2d(C_in, C_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats)
+
+
+class SepConv(nn.Sequential):
+    """DARTS' ``sep_conv_kxk``: two stacked ReLU-depthwise-pointwise-BN blocks (:class:`DilConv`
+    without dilation); only the first has ``stride``, only the second changes the width.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        self.first = DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine, track_running_stats)
+        self.second = DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine, track_running_stats)
+
+
+class AsymmetricConv(nn.Sequential):
+    """``conv_7x1_1x7`` of NASNet and AmoebaNet cells: ReLU, a ``1xk`` then a ``kx1``
+    convolution (each striding along its own axis), then batch norm.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1xk = nn.Conv2d(C_in, C_out, (1, kernel_size), stride=(1, stride), padding=(0, pad), bias=False)
+        self.conv_kx1 = nn.Conv2d(C_out, C_out, (kernel_size, 1), stride=(stride, 1), padding=(pad, 0), bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats)
+
+
 class OpFactory(Protocol):
     """Builds one candidate op mapping ``C_in`` to ``C_out`` channels with a given stride."""
 
@@ -178,6 +265,30 @@ def _pool(make: Callable[[int], nn.Module]) -> OpFactory:
     return factory
 
 
+def _sep_conv(kernel_size: int) -> OpFactory:
+    def factory(
+        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+    ) -> nn.Module:
+        return SepConv(C_in, C_out, kernel_size, stride, kernel_size // 2, affine, track_running_stats)
+
+    return factory
+
+
+def _dil_conv(kernel_size: int) -> OpFactory:
+    def factory(
+        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+    ) -> nn.Module:
+        return DilConv(C_in, C_out, kernel_size, stride, kernel_size - 1, 2, affine, track_running_stats)
+
+    return factory
+
+
+def _conv_7x1_1x7(
+    C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+) -> nn.Module:
+    return AsymmetricConv(C_in, C_out, 7, stride, affine, track_running_stats)
+
+
 #: Candidate ops by name. Pools and ``skip_connect`` project with a 1x1 ReLUConvBN (or
 #: :class:`FactorizedReduce`) when the channel count or resolution has to change.
 OPS: dict[str, OpFactory] = {
@@ -187,4 +298,10 @@ OPS: dict[str, OpFactory] = {
     "nor_conv_3x3": _conv(3),
     "avg_pool_3x3": _pool(lambda stride: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)),
     "max_pool_3x3": _pool(lambda stride: nn.MaxPool2d(3, stride=stride, padding=1)),
+    "sep_conv_3x3": _sep_conv(3),
+    "sep_conv_5x5": _sep_conv(5),
+    "sep_conv_7x7": _sep_conv(7),
+    "dil_conv_3x3": _dil_conv(3),
+    "dil_conv_5x5": _dil_conv(5),
+    "conv_7x1_1x7": _conv_7x1_1x7,
 }
