@@ -11,7 +11,6 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from nasforge.core.errors import InvalidArchError
 __all__ = ["Value", "Choice", "Arch"]
 
 #: A value a choice can take: JSON scalars only, so an arch always round-trips through text.
-Value = Union[str, int, float, bool]
+Value = str | int | float | bool
 
 
 @dataclass(frozen=True)

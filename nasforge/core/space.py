@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["SearchSpace"]
+
+#: Spaces up to this size may be enumerated to find the archs a search has not seen yet.
+_ENUMERATE_LIMIT = 1_000_000
 
 
 class SearchSpace(ABC):
@@ -68,6 +71,22 @@ class SearchSpace(ABC):
             if self.is_valid(arch):
                 return arch
         raise RuntimeError(f"{type(self).__name__}: no valid arch found in 10,000 samples")
+
+    def sample_unseen(self, rng: np.random.Generator, seen: Container[Arch], tries: int = 100) -> Arch | None:
+        """A uniformly drawn valid arch not in ``seen``; None once every arch has been seen.
+
+        Rejection sampling first; after ``tries`` misses a space of at most a million archs is
+        enumerated and an unseen arch drawn from the rest. A larger space that misses ``tries``
+        times in a row gives None too (it is then practically exhausted for a search).
+        """
+        for _ in range(tries):
+            arch = self.sample(rng)
+            if arch not in seen:
+                return arch
+        if self.size() > _ENUMERATE_LIMIT:
+            return None
+        unseen = [arch for arch in self.enumerate() if arch not in seen]
+        return unseen[int(rng.integers(len(unseen)))] if unseen else None
 
     def neighbours(self, arch: Arch) -> list[Arch]:
         """Every valid arch that differs from ``arch`` in exactly one choice (fixed order)."""

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nasforge.core.arch import Arch
+from nasforge.core.errors import ConfigError
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["Strategy", "rng_state", "restore_rng"]
+__all__ = ["Strategy", "rng_state", "restore_rng", "require_single_objective"]
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -30,6 +31,15 @@ def restore_rng(state: dict[str, Any]) -> np.random.Generator:
     bit_generator = getattr(np.random, state["bit_generator"])()
     bit_generator.state = state
     return np.random.Generator(bit_generator)
+
+
+def require_single_objective(strategy: Strategy, objective: Objective) -> None:
+    """Raise a ConfigError when a scalar strategy is given several objectives."""
+    if objective.n_objectives != 1:
+        raise ConfigError(
+            f"{type(strategy).__name__} optimises one objective but got {objective.n_objectives} "
+            f"({', '.join(objective.names)}); use a weighted objective or a strategy tagged multi-objective"
+        )
 
 
 class Strategy(ABC):

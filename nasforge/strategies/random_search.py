@@ -27,15 +27,9 @@ class RandomSearch(Strategy):
     def ask(self) -> Arch | None:
         if not self.deduplicate:
             return self.space.sample(self.rng)
-        for _ in range(100):
-            arch = self.space.sample(self.rng)
-            if arch not in self._seen:
-                break
-        else:  # sampling keeps hitting seen archs: pick among the unseen ones directly
-            unseen = [a for a in self.space.enumerate() if a not in self._seen]
-            if not unseen:
-                return None
-            arch = unseen[int(self.rng.integers(len(unseen)))]
+        arch = self.space.sample_unseen(self.rng, self._seen)
+        if arch is None:
+            return None
         self._seen.add(arch)
         return arch
 
