@@ -180,7 +180,7 @@ def nb201_table(dataset: Dataset = "cifar10", data_dir: str | None = None) -> NB
     )
 
 
-@register("estimator", "nb201_table", tags=("tabular",))
+@register("estimator", "nb201_table", tags=("tabular", "space:nb201"))
 class NB201Table(Estimator):
     """Looks NAS-Bench-201 cells up in the benchmark's tables instead of training them.
 

@@ -27,6 +27,7 @@ from nasforge.core.errors import InvalidArchError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.ops.primitives import OPS, ResNetBasicBlock
+from nasforge.supernet.mixed import LayerChoice, Supernet
 
 __all__ = ["NB201_OPS", "NB201_EDGES", "NB201Space", "NB201Cell", "NB201Network"]
 
@@ -50,6 +51,7 @@ class NB201Cell(nn.Module):
 
     def __init__(self, ops: Sequence[str], C: int) -> None:
         super().__init__()
+        self.C = C
         self.edge_names = NB201_EDGES
         self.edges = nn.ModuleList(OPS[op](C, C, 1) for op in ops)
 
@@ -149,6 +151,23 @@ class NB201Space(SearchSpace):
         self.validate(arch)
         ops = [str(arch[name]) for name in NB201_EDGES]
         return NB201Network(ops, self.C, self.N, self.in_channels, self.num_classes)
+
+    def supernet(self) -> Supernet:
+        """The weight-sharing network of every cell of this space (for one-shot estimators).
+
+        It is :class:`NB201Network` with each edge of each cell a :class:`LayerChoice` named
+        after the edge (``"1<-0"``, ...) over this space's ops; all cells follow the same arch,
+        as in the benchmark. ``supernet.export(arch)`` is an :class:`NB201Network` whose
+        ``state_dict`` loads into ``space.build(arch)`` unchanged. Weights are initialised from
+        torch's global generator, like :meth:`build`.
+        """
+        network = NB201Network([self.ops[0]] * len(NB201_EDGES), self.C, self.N, self.in_channels, self.num_classes)
+        for cell in network.cells:
+            if isinstance(cell, NB201Cell):
+                cell.edges = nn.ModuleList(
+                    LayerChoice(name, {op: OPS[op](cell.C, cell.C, 1) for op in self.ops}) for name in NB201_EDGES
+                )
+        return Supernet(network)
 
     def parse(self, text: str) -> Arch:
         """Read NB201 notation (``|op~input|+|...|``) or the generic JSON form of an arch."""

@@ -40,6 +40,7 @@ class LayerChoice(nn.Module):
         self.ops = nn.ModuleList(candidates.values())
         self.active: int | None = None
         self.weights: Tensor | None = None
+        self._chosen: nn.Module | None = None  # ops[active], kept to skip ModuleList indexing per call
 
     def activate(self, value: Value) -> None:
         """Run only the candidate ``value`` from now on (single-path mode)."""
@@ -47,6 +48,7 @@ class LayerChoice(nn.Module):
             self.active = self.values.index(value)
         except ValueError:
             raise InvalidArchError(f"{value!r} is not a candidate of {self.name!r}; allowed: {self.values}") from None
+        object.__setattr__(self, "_chosen", self.ops[self.active])  # a plain reference, not a submodule
         self.weights = None
 
     def set_weights(self, weights: Tensor) -> None:
@@ -55,6 +57,7 @@ class LayerChoice(nn.Module):
             raise ValueError(f"{self.name}: expected {len(self.ops)} weights, got shape {tuple(weights.shape)}")
         self.weights = weights
         self.active = None
+        object.__setattr__(self, "_chosen", None)
 
     def chosen(self) -> nn.Module:
         """The active candidate module."""
@@ -63,10 +66,12 @@ class LayerChoice(nn.Module):
         return self.ops[self.active]
 
     def forward(self, *inputs: Tensor) -> Tensor:
+        if self._chosen is not None:
+            return self._chosen(*inputs)
         if self.weights is None:
             return self.chosen()(*inputs)
         out: Tensor | None = None
-        for weight, op in zip(self.weights, self.ops):
+        for weight, op in zip(self.weights, self.ops, strict=True):
             if weight.requires_grad or weight.item() != 0:
                 term = weight * op(*inputs)
                 out = term if out is None else out + term
@@ -107,7 +112,7 @@ class InputChoice(nn.Module):
             if self.active is None:
                 raise RuntimeError(f"choice {self.name!r} has no active input; call Supernet.activate first")
             return inputs[self.active]
-        return sum(w * x for w, x in zip(self.weights, inputs))  # type: ignore[return-value]
+        return sum(w * x for w, x in zip(self.weights, inputs, strict=False))  # type: ignore[return-value]
 
 
 class _Frozen(nn.Module):
@@ -124,6 +129,10 @@ class _Frozen(nn.Module):
 class Supernet(nn.Module):
     """Wraps a network holding :class:`LayerChoice`/:class:`InputChoice` modules.
 
+    The choice modules are collected once, here, so build the network completely before
+    wrapping it; :meth:`activate` then costs one call per choice module, whatever the size of
+    the network (it runs before every training step).
+
     Args:
         network: the weight-sharing network.
     """
@@ -131,48 +140,49 @@ class Supernet(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self._choices: list[tuple[str, LayerChoice | InputChoice]] = list(_choice_modules(network))
 
     def choice_modules(self) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
         """Every choice module with its qualified module name."""
-        return _choice_modules(self.network)
+        return iter(self._choices)
 
     def choice_names(self) -> list[str]:
         """The distinct choice names, in first-appearance order."""
-        return list(dict.fromkeys(module.name for _, module in self.choice_modules()))
+        return list(dict.fromkeys(module.name for _, module in self._choices))
 
     def activate(self, arch: Arch) -> None:
         """Single-path mode: every choice module runs the candidate ``arch`` picks."""
-        for _, module in self.choice_modules():
+        for _, module in self._choices:
             if module.name not in arch:
                 raise InvalidArchError(f"arch has no value for choice {module.name!r}")
             module.activate(arch[module.name])
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
         """Weighted mode: mix candidates by ``weights[choice name]``."""
-        for _, module in self.choice_modules():
+        for _, module in self._choices:
             module.set_weights(weights[module.name])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
     def export(self, arch: Arch) -> nn.Module:
-        """A standalone copy of the network on ``arch``'s path, with the supernet's weights."""
+        """A standalone copy of the network on ``arch``'s path, with the supernet's weights.
+
+        Each choice module is replaced by a copy of its chosen candidate (an InputChoice by a
+        fixed pick); the candidates off the path are never copied. The child shares no tensor
+        with the supernet, and its parameter names are those of the network with the choice
+        modules removed, e.g. ``cells.0.edges.3.conv.weight``.
+        """
         self.activate(arch)
-        child = copy.deepcopy(self.network)
-        for path, module in list(_choice_modules(child)):
-            replacement = module.chosen() if isinstance(module, LayerChoice) else _Frozen(int(module.active))  # type: ignore[arg-type]
-            _set_submodule(child, path, replacement)
-        return child
+        memo: dict[int, object] = {}
+        for _, module in self._choices:
+            if id(module) not in memo:
+                frozen = module.chosen() if isinstance(module, LayerChoice) else _Frozen(int(module.active))  # type: ignore[arg-type]
+                memo[id(module)] = copy.deepcopy(frozen, memo)
+        return copy.deepcopy(self.network, memo)
 
 
 def _choice_modules(network: nn.Module) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
     for path, module in network.named_modules():
         if isinstance(module, (LayerChoice, InputChoice)):
             yield path, module
-
-
-def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, name, module)
-
