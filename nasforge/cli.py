@@ -263,7 +263,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     folder = load_model_folder(args.model_dir)
     example = torch.randn(2, *folder.input_shape[1:])
-    out = export_model(folder.model, example, args.output, doc=f"nasforge export of {folder.space.format(folder.arch)}")
+    norm = folder.description.get("input_normalization")
+    how = (
+        f"Inputs: shape {list(folder.input_shape)}, pixels scaled to [0, 1], then per channel (x - mean) / std "
+        f"with mean={norm['mean']} and std={norm['std']}."
+        if norm
+        else f"Inputs: shape {list(folder.input_shape)}, pixels scaled to [0, 1]."
+    )
+    out = export_model(folder.model, example, args.output, doc=f"nasforge export of {folder.space.format(folder.arch)}.\n\n{how}")
     console.print(f"exported to {out}/model.py and {out}/weights.pt; load with: import model; net = model.load()")
     return 0
 

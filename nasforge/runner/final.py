@@ -85,6 +85,7 @@ def train_final(
         "seed": seed,
         "train": settings.model_dump(),
         "input_shape": list(input_shape),
+        "input_normalization": data.normalization,
     }
     buffer = io.BytesIO()
     torch.save(model.cpu().state_dict(), buffer)

@@ -16,7 +16,10 @@ __all__ = ["DataSplits", "DatasetSource"]
 
 @dataclass(frozen=True)
 class DataSplits:
-    """A task's data, split, with the shape facts a space needs to build a network."""
+    """A task's data, split, with the shape facts a space needs to build a network.
+
+    ``mean``/``std`` are the per-channel statistics the images were standardised with, if any.
+    """
 
     name: str
     train: Dataset
@@ -25,6 +28,18 @@ class DataSplits:
     in_channels: int
     num_classes: int
     input_size: tuple[int, int]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def normalization(self) -> dict[str, list[float]] | None:
+        """Per-channel mean and std the inputs were standardised with (None if they were not).
+
+        A deployed model must see inputs prepared the same way: ``(x - mean) / std``.
+        """
+        if self.mean is None or self.std is None:
+            return None
+        return {"mean": list(self.mean), "std": list(self.std)}
 
     @property
     def train_and_valid(self) -> Dataset:

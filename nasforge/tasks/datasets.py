@@ -165,6 +165,7 @@ class ImageSource(DatasetSource):
             "valid": torch.from_numpy(y_train[valid_idx].astype(np.int64)),
             "test": torch.from_numpy(y_test.astype(np.int64)),
         }
+        mean = std = None
         if self.normalize:
             mean = images["train"].mean(dim=(0, 2, 3), keepdim=True)
             std = images["train"].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -178,6 +179,8 @@ class ImageSource(DatasetSource):
             in_channels=int(channels),
             num_classes=raw.num_classes,
             input_size=(int(height), int(width)),
+            mean=None if mean is None else tuple(mean.flatten().tolist()),
+            std=None if std is None else tuple(std.flatten().tolist()),
         )
 
 
