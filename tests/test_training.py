@@ -163,3 +163,25 @@ def test_scratch_options_are_validated() -> None:
         create("estimator", "scratch", {"momentum": 1.5})
     with pytest.raises(ConfigError, match="warmup_epochs"):
         create("estimator", "scratch", {"epochs": 2, "warmup_epochs": 3})
+
+
+def test_auxiliary_head_and_drop_path_schedule() -> None:
+    """Models returning (logits, aux_logits) train on both losses; drop_path_prob ramps from 0."""
+    class WithAux(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(4, 3)
+            self.aux = nn.Linear(4, 3)
+            self.drop_path_prob = 0.0
+            self.seen: list[float] = []
+
+        def forward(self, x: torch.Tensor):
+            self.seen.append(self.drop_path_prob)
+            return (self.body(x), self.aux(x)) if self.training else self.body(x)
+
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 3, (40,)))
+    model = WithAux()
+    before = model.aux.weight.detach().clone()
+    train_model(model, data, TrainSettings(epochs=4, batch_size=20, drop_path_prob=0.2, aux_weight=0.4), seed=0, eval_set=data)
+    assert not torch.equal(before, model.aux.weight)  # the auxiliary loss reached its head
+    assert sorted(set(model.seen)) == pytest.approx([0.0, 0.05, 0.1, 0.15])

@@ -58,6 +58,10 @@ class TrainSettings(BaseModel):
         label_smoothing: cross-entropy label smoothing (training loss only).
         warmup_epochs: epochs of linear warm-up from 0 to ``lr`` (fewer than ``epochs``).
         eval_batch_size: samples per step when evaluating.
+        aux_weight: weight of the auxiliary head's loss, for models that return
+            ``(logits, aux_logits)`` in training mode (DARTS uses 0.4).
+        drop_path_prob: final drop-path probability for models with a ``drop_path_prob``
+            attribute, ramped linearly from 0 over the epochs as DARTS does (DARTS uses 0.2).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +76,8 @@ class TrainSettings(BaseModel):
     label_smoothing: UnitFraction = 0.0
     warmup_epochs: NonNegativeInt = 0
     eval_batch_size: PositiveInt = 512
+    aux_weight: NonNegativeFloat = 0.4
+    drop_path_prob: UnitFraction = 0.0
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:
@@ -224,6 +230,8 @@ def train_model(
         step = 0
         for epoch in range(1, settings.epochs + 1):
             model.train()
+            if settings.drop_path_prob > 0 and hasattr(model, "drop_path_prob"):  # DARTS: ramp linearly from 0
+                model.drop_path_prob = settings.drop_path_prob * (epoch - 1) / settings.epochs
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
@@ -232,8 +240,13 @@ def train_model(
                     continue
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr_at(step, total_steps, steps_per_epoch)
-                logits = model(images)
-                loss = criterion(logits, labels)
+                output = model(images)
+                if isinstance(output, tuple):  # (logits, auxiliary logits), as DARTS-style networks train
+                    logits, aux_logits = output
+                    loss = criterion(logits, labels) + settings.aux_weight * criterion(aux_logits, labels)
+                else:
+                    logits = output
+                    loss = criterion(logits, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if settings.grad_clip is not None:
