@@ -12,6 +12,7 @@ from nasforge.core.arch import Arch
 from nasforge.core.trial import Result
 
 if TYPE_CHECKING:
+    from nasforge.core.differentiable import ArchParameters
     from nasforge.core.space import SearchSpace
 
 __all__ = ["Context", "Estimator"]
@@ -29,6 +30,8 @@ class Context:
         device: torch device string (``"cpu"``, ``"cuda"``).
         run_dir: the run directory, for estimators that keep files (caches, supernet weights).
         log: logger to report progress to.
+        arch_parameters: the strategy's architecture parameters when it is differentiable
+            (DARTS, GDAS, ...), for estimators that train them with the supernet; else None.
     """
 
     space: SearchSpace
@@ -37,6 +40,7 @@ class Context:
     device: str = "cpu"
     run_dir: Path | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nasforge"))
+    arch_parameters: ArchParameters | None = None
 
 
 class Estimator(ABC):

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from nasforge.core.arch import Arch
+from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.objective import Objective
@@ -124,7 +125,10 @@ class Runner:
             self.store = TrialStore(self.run_dir / STORE_FILE)
         else:
             self.store = TrialStore(":memory:")
-        self.context = Context(space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log)
+        arch_parameters = strategy if isinstance(strategy, ArchParameters) else None
+        self.context = Context(
+            space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log, arch_parameters=arch_parameters
+        )
         self.result = SearchResult(trials=[], objective=objective)
         self._elapsed_before = 0.0
 

@@ -40,6 +40,7 @@ class LayerChoice(nn.Module):
         self.ops = nn.ModuleList(candidates.values())
         self.active: int | None = None
         self.weights: Tensor | None = None
+        self.paths: frozenset[int] | None = None  # weighted mode: candidates allowed to run (None: all)
         self._chosen: nn.Module | None = None  # ops[active], kept to skip ModuleList indexing per call
 
     def activate(self, value: Value) -> None:
@@ -56,8 +57,17 @@ class LayerChoice(nn.Module):
         if weights.shape != (len(self.ops),):
             raise ValueError(f"{self.name}: expected {len(self.ops)} weights, got shape {tuple(weights.shape)}")
         self.weights = weights
+        self.paths = None
         self.active = None
         object.__setattr__(self, "_chosen", None)
+
+    def restrict(self, indices: Sequence[int]) -> None:
+        """Weighted mode: run only the candidates at ``indices`` (the others count as zero), even
+        where their weight carries a gradient: GDAS's sampled op, ProxylessNAS' two sampled paths.
+        Reset by the next :meth:`set_weights`."""
+        if self.weights is None:
+            raise RuntimeError(f"{self.name}: restrict() needs weights; call set_weights first")
+        self.paths = frozenset(int(i) for i in indices)
 
     def chosen(self) -> nn.Module:
         """The active candidate module."""
@@ -71,7 +81,9 @@ class LayerChoice(nn.Module):
         if self.weights is None:
             return self.chosen()(*inputs)
         out: Tensor | None = None
-        for weight, op in zip(self.weights, self.ops, strict=True):
+        for i, (weight, op) in enumerate(zip(self.weights, self.ops, strict=True)):
+            if self.paths is not None and i not in self.paths:
+                continue
             if weight.requires_grad or weight.item() != 0:
                 term = weight * op(*inputs)
                 out = term if out is None else out + term

@@ -1,0 +1,366 @@
+"""The differentiable-NAS estimator: the supernet weights of DARTS, GDAS, SNAS, ProxylessNAS.
+
+The strategy owns the architecture parameters (``ctx.arch_parameters``, see
+:mod:`nasforge.core.differentiable`); this estimator owns ``space.supernet()`` and its SGD
+optimiser. Each :meth:`DifferentiableSupernetEstimator.update` is one search epoch; each
+:meth:`~DifferentiableSupernetEstimator.estimate` scores the arch the strategy derived.
+
+Data: as in DARTS, the training split is cut in two halves, the first for the weights and the
+second for the architecture (bilevel methods); ``ctx.data.valid`` is left for scoring derived
+archs. Single-level methods (SNAS) train both on the first half.
+
+Files: after every epoch ``RUN_DIR/dnas/epoch-NNNN.pt`` (written atomically) holds the supernet,
+its optimiser and the strategy's architecture state, and ``RUN_DIR/alphas.jsonl`` one line per
+epoch with the candidates' weights (:mod:`nasforge.plots` draws them). When the runner replays
+trials on resume, ``update`` loads an epoch's file instead of training it again; without the
+files the epoch is recomputed, with the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from torch import Tensor, nn
+
+from nasforge.core import registry
+from nasforge.core.arch import Arch
+from nasforge.core.differentiable import ArchParameters, edge_choices
+from nasforge.core.errors import CheckpointError, ConfigError
+from nasforge.core.estimator import Context, Estimator
+from nasforge.core.registry import register
+from nasforge.core.seeding import derive_seed
+from nasforge.core.space import SearchSpace
+from nasforge.core.trial import Result
+from nasforge.objectives.counters import count_flops, count_params
+from nasforge.runner.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from nasforge.supernet.dnas import gradients, unrolled_gradient
+from nasforge.supernet.mixed import LayerChoice, Supernet
+from nasforge.supernet.train import as_tensors, recalibrate_bn
+from nasforge.tasks.training import evaluate, seeded
+
+__all__ = ["DifferentiableSupernetEstimator", "DNAS_DIR", "ALPHAS_FILE"]
+
+#: Folder of the run directory holding one checkpoint per search epoch.
+DNAS_DIR = "dnas"
+#: File of the run directory with the architecture weights of every epoch (JSON lines).
+ALPHAS_FILE = "alphas.jsonl"
+_VERSION = 1
+
+
+def _space_name(space: SearchSpace) -> str:
+    for reg in registry.registrations("space"):
+        if reg.target is type(space):
+            return reg.name
+    return type(space).__name__
+
+
+@register("estimator", "dnas", tags=("supernet", "differentiable"))
+class DifferentiableSupernetEstimator(Estimator):
+    """Trains a supernet with a differentiable strategy's architecture parameters, one epoch per trial.
+
+    Weights: SGD with momentum, learning rate cosine-annealed from ``lr`` to ``lr_min`` over the
+    strategy's epochs, gradient norm clipped, batch 64: DARTS' defaults (Liu et al. 2019).
+    Architecture steps alternate with weight steps on minibatches of the two halves of the
+    training split; ``order=2`` uses DARTS' unrolled second-order gradient (eq. 7-8).
+    Scoring: the derived arch's child (exported from the supernet), batch norm recalibrated on
+    ``bn_batches`` training minibatches, evaluated on the validation split (``eval_batches``
+    minibatches, 0: all); ``params``/``flops`` of the child.
+
+    Args:
+        space: the search space (must build a supernet).
+        order: 1 (first-order DARTS) or 2 (second order).
+        batch_size: minibatch size of both steps.
+        lr, lr_min: the weights' cosine schedule.
+        momentum, weight_decay, grad_clip: SGD settings and gradient-norm clip of the weights.
+        bn_batches: training minibatches re-estimating batch norm before scoring.
+        eval_batches: validation minibatches to score on (0: the whole split).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        order: Literal[1, 2] = 1,
+        batch_size: PositiveInt = 64,
+        lr: PositiveFloat = 0.025,
+        lr_min: Annotated[float, Field(ge=0)] = 0.001,
+        momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9,
+        weight_decay: Annotated[float, Field(ge=0)] = 3e-4,
+        grad_clip: PositiveFloat | None = 5.0,
+        bn_batches: NonNegativeInt = 10,
+        eval_batches: NonNegativeInt = 0,
+    ) -> None:
+        if not callable(getattr(space, "supernet", None)):
+            raise ConfigError(
+                f"estimator 'dnas' trains a supernet, but space {_space_name(space)!r} has no supernet() method; "
+                "use a space that builds one (nb201, darts)"
+            )
+        self.space = space
+        self.order = order
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_min = lr_min
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.bn_batches = bn_batches
+        self.eval_batches = eval_batches
+        self.supernet: Supernet | None = None
+        self.optimizer: torch.optim.SGD | None = None
+        self._seed: int | None = None
+        self._epoch = 0
+        self._pending: dict[str, Any] | None = None  # state loaded before the supernet exists
+        self._unbilled = 0.0
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _arch(self, ctx: Context) -> ArchParameters:
+        arch = ctx.arch_parameters
+        if arch is None:
+            differentiable = [r.name for r in registry.registrations("strategy") if "differentiable" in r.tags]
+            raise ConfigError(
+                "estimator 'dnas' trains the architecture parameters of a differentiable strategy; "
+                f"use one of: {', '.join(differentiable)}"
+            )
+        return arch
+
+    def _fingerprint(self, arch: ArchParameters) -> dict[str, Any]:
+        return {
+            "strategy": type(arch).__name__,
+            "epochs": arch.epochs,
+            "order": self.order,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "lr_min": self.lr_min,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "grad_clip": self.grad_clip,
+        }
+
+    def _ensure(self, ctx: Context, arch: ArchParameters) -> Supernet:
+        if self.supernet is not None:
+            return self.supernet
+        if arch.partial_channels != 1:
+            raise ConfigError("estimator 'dnas' does not build partial-channel supernets (PC-DARTS) yet")
+        if self._seed is None:
+            self._seed = ctx.seed
+        with seeded(derive_seed(self._seed, "dnas-init"), ctx.device):
+            supernet = self.space.supernet()  # type: ignore[attr-defined]
+        self._check_edges(supernet)
+        self.supernet = supernet.to(ctx.device)
+        self.optimizer = torch.optim.SGD(
+            self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        if self._pending is not None:
+            self._load(self._pending)
+            self._pending = None
+        return self.supernet
+
+    def _check_edges(self, supernet: Supernet) -> None:
+        edges = edge_choices(self.space)
+        name = _space_name(self.space)
+        for _, module in supernet.choice_modules():
+            if not isinstance(module, LayerChoice):
+                raise ConfigError(
+                    f"space {name!r}: its supernet has an input choice {module.name!r}; differentiable search "
+                    "needs every decision to be an op choice on an edge (a space method edge_choices() listing them)"
+                )
+            if module.name not in edges or list(edges[module.name].candidates) != module.values:
+                raise ConfigError(
+                    f"space {name!r}: supernet edge {module.name!r} is not one of the space's "
+                    f"{'edge_choices()' if callable(getattr(self.space, 'edge_choices', None)) else 'choices (it has no edge_choices())'} "
+                    "with the same candidates, so alphas cannot be derived into an arch"
+                )
+
+    def _halves(self, ctx: Context) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        if ctx.data is None:
+            raise ConfigError("estimator 'dnas' needs data; add a data section to the config")
+        images, labels = as_tensors(ctx.data.train, ctx.device)
+        half = len(labels) // 2
+        if half < self.batch_size:
+            raise ConfigError(
+                f"estimator 'dnas': half the training split ({half} samples) is smaller than batch_size {self.batch_size}"
+            )
+        return (images[:half], labels[:half]), (images[half:], labels[half:])
+
+    # -- one search epoch ------------------------------------------------------------------------
+
+    def _set(self, arch: ArchParameters, step: Literal["weights", "arch"]) -> None:
+        assert self.supernet is not None
+        self.supernet.set_weights(arch.weights(step))
+        paths = arch.paths()
+        if paths is not None:
+            for _, module in self.supernet.choice_modules():
+                if isinstance(module, LayerChoice):
+                    module.restrict(paths[module.name])
+
+    def _loss(self, arch: ArchParameters, step: Literal["weights", "arch"], images: Tensor, labels: Tensor) -> Tensor:
+        assert self.supernet is not None
+        self._set(arch, step)
+        return nn.functional.cross_entropy(self.supernet(images), labels)
+
+    def lr_at(self, epoch: int, epochs: int) -> float:
+        """The weights' learning rate in epoch ``epoch`` (cosine from ``lr`` to ``lr_min``)."""
+        return self.lr_min + (self.lr - self.lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+    def _train_epoch(self, arch: ArchParameters, ctx: Context) -> float:
+        supernet, optimizer = self.supernet, self.optimizer
+        assert supernet is not None and optimizer is not None and self._seed is not None
+        (wx, wy), (ax, ay) = self._halves(ctx)
+        lr = self.lr_at(arch.epoch, arch.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(derive_seed(self._seed, "dnas-epoch", arch.epoch))
+        w_order = torch.randperm(len(wy), generator=generator).to(ctx.device)
+        a_order = torch.randperm(len(ay), generator=generator).to(ctx.device)
+        weights = [p for p in supernet.parameters() if p.requires_grad]
+        alphas = arch.parameters()
+        supernet.train()
+        total, steps = 0.0, min(len(wy), len(ay)) // self.batch_size
+        for step in range(steps):
+            batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            xw, yw = wx[w_order[batch]], wy[w_order[batch]]
+            if arch.bilevel:
+                xa, ya = ax[a_order[batch]], ay[a_order[batch]]
+                if self.order == 2:
+                    grads = unrolled_gradient(
+                        weights,
+                        alphas,
+                        lambda x=xw, y=yw: self._loss(arch, "arch", x, y),
+                        lambda x=xa, y=ya: arch.loss(self._loss(arch, "arch", x, y)),
+                        lr,
+                        momentum=self.momentum,
+                        buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
+                        weight_decay=self.weight_decay,
+                    )
+                else:
+                    grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
+                for alpha, grad in zip(alphas, grads, strict=True):
+                    alpha.grad = grad
+                arch.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss = self._loss(arch, "weights", xw, yw)
+                loss.backward()
+            else:  # single level: one sample, one loss, both descend it
+                optimizer.zero_grad(set_to_none=True)
+                loss = self._loss(arch, "arch", xw, yw)
+                arch.loss(loss).backward()
+                arch.step()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(weights, self.grad_clip)
+            optimizer.step()
+            total += float(loss.detach())
+        return total / max(1, steps)
+
+    def update(self, ctx: Context) -> None:
+        """One search epoch (a no-op once the strategy's epochs are done)."""
+        arch = self._arch(ctx)
+        self._ensure(ctx, arch)
+        if arch.epoch >= arch.epochs:
+            return
+        if arch.epoch != self._epoch:
+            raise CheckpointError(
+                f"the strategy is at search epoch {arch.epoch} but the supernet at {self._epoch}; "
+                "the checkpoint and the run directory disagree, start a new run"
+            )
+        started = time.perf_counter()
+        path = self._epoch_file(ctx, arch.epoch + 1)
+        if path is not None and path.exists():
+            state = load_checkpoint(path)
+            if state.get("fingerprint") != self._fingerprint(arch) or state.get("seed") != self._seed:
+                raise CheckpointError(f"{path} was written by a search with other settings; start a new run directory")
+            self._load(state)
+            arch.load_state_dict(state["arch"])
+            return
+        with seeded(derive_seed(self._seed or 0, "dnas-step", arch.epoch), ctx.device):
+            loss = self._train_epoch(arch, ctx)
+        arch.end_epoch()
+        self._epoch = arch.epoch
+        ctx.log.info("dnas epoch %d/%d: train loss %.4f", arch.epoch, arch.epochs, loss)
+        if path is not None:
+            save_checkpoint(
+                path,
+                {
+                    **self.state_dict(),
+                    "version": _VERSION,
+                    "fingerprint": self._fingerprint(arch),
+                    "arch": arch.state_dict(),
+                },
+            )
+            self._log_alphas(ctx.run_dir, {**arch.snapshot(), "train_loss": loss})  # type: ignore[arg-type]
+        self._unbilled += time.perf_counter() - started
+
+    def _epoch_file(self, ctx: Context, epoch: int) -> Path | None:
+        return None if ctx.run_dir is None else Path(ctx.run_dir) / DNAS_DIR / f"epoch-{epoch:04d}.pt"
+
+    def _log_alphas(self, run_dir: Path, record: dict[str, Any]) -> None:
+        path = Path(run_dir) / ALPHAS_FILE
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < record["epoch"]]
+        atomic_write_bytes(path, ("\n".join([*kept, json.dumps(record)]) + "\n").encode())
+
+    # -- scoring ---------------------------------------------------------------------------------
+
+    def estimate(self, arch: Arch, ctx: Context) -> Result:
+        """Score ``arch`` on the supernet's weights (its exported child, batch norm recalibrated)."""
+        started = time.perf_counter()
+        supernet = self._ensure(ctx, self._arch(ctx))
+        (wx, _), _ = self._halves(ctx)
+        child = supernet.export(self.space.validate(arch)).to(ctx.device)
+        generator = torch.Generator().manual_seed(derive_seed(self._seed or 0, "dnas-bn"))
+        order = torch.randperm(len(wx), generator=generator).to(ctx.device)
+        n = min(self.bn_batches, len(wx) // self.batch_size)
+        if n:
+            recalibrate_bn(child, (wx[order[i * self.batch_size : (i + 1) * self.batch_size]] for i in range(n)))
+        valid = ctx.data.valid
+        if self.eval_batches:
+            vx, vy = as_tensors(valid, ctx.device)
+            keep = min(len(vy), self.eval_batches * self.batch_size)
+            valid = torch.utils.data.TensorDataset(vx[:keep], vy[:keep])
+        val_acc, val_loss = evaluate(child, valid, batch_size=max(self.batch_size, 256), device=ctx.device)
+        child = child.cpu()
+        metrics = {
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "params": float(count_params(child)),
+            "flops": float(count_flops(child, (ctx.data.in_channels, *ctx.data.input_size))),
+        }
+        seconds = time.perf_counter() - started + self._unbilled
+        self._unbilled = 0.0
+        return Result(metrics=metrics, cost={"seconds": seconds}, extras={"search_epoch": self._epoch})
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The supernet, its optimiser and the epoch count (a checkpoint alone resumes exactly)."""
+        if self.supernet is None:
+            return {"seed": self._seed, "epoch": self._epoch, **(self._pending or {})}
+        assert self.optimizer is not None
+        return {
+            "seed": self._seed,
+            "epoch": self._epoch,
+            "supernet": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seed = None if state["seed"] is None else int(state["seed"])
+        self._epoch = int(state["epoch"])
+        if "supernet" not in state:
+            return
+        if self.supernet is None:
+            self._pending = {"supernet": state["supernet"], "optimizer": state["optimizer"]}
+        else:
+            self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        assert self.supernet is not None and self.optimizer is not None
+        self.supernet.load_state_dict(state["supernet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "epoch" in state:
+            self._epoch = int(state["epoch"])

@@ -1,0 +1,354 @@
+"""The one-shot estimator: train one supernet, then score every arch with inherited weights.
+
+Phase 1, :meth:`SupernetEstimator.update`: the first call trains the space's supernet on the
+training split for ``epochs`` under a rule (SPOS, FairNAS, RSPS; see
+:mod:`nasforge.supernet.rules`), writing a checkpoint after every epoch; later calls do
+nothing. Phase 2, :meth:`SupernetEstimator.estimate`: activate the arch's path, recalibrate
+batch norm on training minibatches, score on the validation split. Any discrete strategy
+(random, evolution, local search, ...) searches on it unchanged.
+
+ENAS (Pham et al. 2018) alternates training the shared weights on archs the controller samples
+with training the controller on their validation reward. In the ask/tell loop that becomes:
+the ``reinforce`` strategy with ``controller: lstm`` asks an arch; this estimator with ``rule:
+enas`` trains the shared weights on it for ``steps_per_arch`` minibatches (continuing one
+stream through the training split), then scores it on one validation minibatch (the next one
+each time, as ENAS cycles its validation loader); the strategy is told the score and takes one
+REINFORCE step. ENAS proper trains the shared weights on a fresh controller sample for every
+minibatch of an epoch and then the controller on other samples; here one sample serves both, for
+``steps_per_arch`` minibatches (1 is closest to ENAS, larger values give each arch a fairer
+reward). See ``configs/oneshot_enas.yaml`` for the controller settings that match ENAS.
+
+Files: the supernet, its optimiser and the stream position live in ``RUN_DIR/supernet/``, in
+two alternating slots written atomically, so a run killed at any moment resumes exactly (the
+estimator's own ``state_dict`` holds three counters). :func:`inherited_child` reads them back
+to give the child of an arch with its inherited weights, e.g. to fine-tune it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from torch import Tensor, nn
+
+from nasforge.core import registry
+from nasforge.core.arch import Arch
+from nasforge.core.errors import CheckpointError, ConfigError
+from nasforge.core.estimator import Context, Estimator
+from nasforge.core.registry import register
+from nasforge.core.seeding import derive_seed
+from nasforge.core.space import SearchSpace
+from nasforge.core.trial import Result
+from nasforge.objectives.counters import count_flops, count_params
+from nasforge.runner.checkpoint import load_checkpoint, save_checkpoint
+from nasforge.supernet.rules import TrainingRule, get_rule
+from nasforge.supernet.train import SupernetSettings, SupernetTrainer, as_tensors
+from nasforge.tasks.training import Momentum, seeded
+
+__all__ = ["SupernetEstimator", "inherited_child", "require_supernet", "SUPERNET_DIR"]
+
+#: Folder of the run directory holding the supernet checkpoints.
+SUPERNET_DIR = "supernet"
+_SLOTS = ("slot-0.pt", "slot-1.pt")
+_VERSION = 1
+
+Rule = Literal["spos", "fairnas", "rsps", "enas"]
+
+
+def _space_name(space: SearchSpace) -> str:
+    for reg in registry.registrations("space"):
+        if reg.target is type(space):
+            return reg.name
+    return type(space).__name__
+
+
+def require_supernet(space: SearchSpace) -> None:
+    """Raise ConfigError unless ``space`` can build a supernet (has a ``supernet()`` method)."""
+    if not callable(getattr(space, "supernet", None)):
+        with_supernet = [r.name for r in registry.registrations("space") if callable(getattr(r.target, "supernet", None))]
+        raise ConfigError(
+            f"the supernet estimator needs a space that builds a supernet, and space {_space_name(space)!r} "
+            f"has no supernet() method; spaces with one: {', '.join(with_supernet) or '(none)'}"
+        )
+
+
+class _Slots:
+    """Two checkpoint files written in turn, so the state a step started from is never overwritten.
+
+    Each holds a trainer state plus ``key``: ``(epochs done, number of the last trial trained,
+    -1 for none)``. Writing always goes to the slot not holding the state in memory.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any]) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+        self.current: int | None = None  # the slot whose content equals the state in memory
+        self.key: tuple[int, int] | None = None  # that slot's key
+
+    def read(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(slot, state)`` of every slot present; a slot of another config is an error."""
+        found = []
+        for slot, name in enumerate(_SLOTS):
+            path = self.folder / name
+            if path.exists():
+                state = load_checkpoint(path)
+                if state.get("fingerprint") != self.fingerprint:
+                    raise CheckpointError(
+                        f"{path} holds a supernet trained with other settings ({state.get('fingerprint')}); "
+                        f"this run asks for {self.fingerprint}. Start a new run directory."
+                    )
+                found.append((slot, state))
+        return found
+
+    def write(self, key: tuple[int, int], trainer_state: dict[str, Any], seed: int) -> None:
+        slot = 0 if self.current is None else 1 - self.current
+        save_checkpoint(
+            self.folder / _SLOTS[slot],
+            {"version": _VERSION, "fingerprint": self.fingerprint, "seed": seed, "key": list(key), **trainer_state},
+        )
+        self.current, self.key = slot, key
+
+
+@register("estimator", "supernet", tags=("one-shot",))
+class SupernetEstimator(Estimator):
+    """Weight sharing: score archs with the weights of one supernet trained under a rule.
+
+    Options left unset (null) take the rule's default (:mod:`nasforge.supernet.rules`):
+
+    ======== ====== ========== ===== ============ ========== ============
+    rule     epochs batch_size lr    weight_decay bn_batches eval_batches
+    ======== ====== ========== ===== ============ ========== ============
+    spos     10     64         0.05  4e-5         10         0 (all)
+    fairnas  2      64         0.05  4e-5         10         0 (all)
+    rsps     10     64         0.025 5e-4         0          10
+    enas     0      128        0.05  2.5e-4       2          1
+    ======== ====== ========== ===== ============ ========== ============
+
+    Metrics: ``val_acc`` (percent) and ``val_loss`` of the path on the validation split (or
+    ``eval_batches`` minibatches of it), ``params`` and ``flops`` of the exported child for one
+    input. Cost: ``seconds`` of the estimate plus any supernet training that ran for this trial.
+
+    Args:
+        rule: the training rule: ``spos``, ``fairnas``, ``rsps`` or ``enas``.
+        epochs: epochs of supernet training before the first estimate (ENAS: uniform warm-up).
+        batch_size: samples per minibatch.
+        lr: peak SGD learning rate (cosine to 0 over ``epochs``; constant for ENAS).
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: SGD weight decay.
+        grad_clip: gradient-norm clipping; null for none.
+        bn_batches: training minibatches recalibrating batch norm before each score; 0 keeps
+            the statistics of training.
+        eval_batches: validation minibatches per score; 0 for the whole validation split.
+        steps_per_arch: ENAS only: minibatches the shared weights train on each asked arch.
+        space: the space (filled in by the runner); it must have a ``supernet()`` method.
+    """
+
+    def __init__(
+        self,
+        rule: Rule = "spos",
+        epochs: NonNegativeInt | None = None,
+        batch_size: PositiveInt | None = None,
+        lr: PositiveFloat | None = None,
+        momentum: Momentum = 0.9,
+        nesterov: bool = True,
+        weight_decay: NonNegativeFloat | None = None,
+        grad_clip: PositiveFloat | None = 5.0,
+        bn_batches: NonNegativeInt | None = None,
+        eval_batches: NonNegativeInt | None = None,
+        steps_per_arch: PositiveInt = 10,
+        space: SearchSpace | None = None,
+    ) -> None:
+        self.rule: TrainingRule = get_rule(rule)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        defaults = type(self.rule).defaults
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        self.settings = SupernetSettings(
+            epochs=pick(epochs, defaults.epochs),
+            batch_size=pick(batch_size, defaults.batch_size),
+            lr=pick(lr, defaults.lr),
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=pick(weight_decay, defaults.weight_decay),
+            grad_clip=grad_clip,
+            bn_batches=pick(bn_batches, defaults.bn_batches),
+            eval_batches=pick(eval_batches, defaults.eval_batches),
+        )
+        if not self.rule.trains_asked_archs and self.settings.epochs == 0:
+            raise ValueError(f"rule {rule!r} trains the supernet before the search: epochs must be at least 1")
+        self.steps_per_arch = steps_per_arch
+        if space is not None:
+            require_supernet(space)
+        self._updates = 0  # update() calls: the number of the trial being run, plus one
+        self._seed: int | None = None
+        self._trainer: SupernetTrainer | None = None
+        self._slots: _Slots | None = None
+        self._dirty = False  # in-memory weights differ from every slot (a failed ENAS step)
+        self._data: tuple[int, tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+        self._unbilled = 0.0  # seconds of supernet training not yet reported in a trial's cost
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
+        """What must not change between a run and its resumption: the rule, settings and shapes."""
+        shapes = repr([(name, tuple(t.shape)) for name, t in supernet.state_dict().items()])
+        return {"rule": self.rule.name, **asdict(self.settings), "shapes": hashlib.sha1(shapes.encode()).hexdigest()}
+
+    def _tensors(self, ctx: Context) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        data = ctx.data
+        if data is None:
+            raise ConfigError(
+                "the supernet estimator trains a supernet, so it needs a dataset; "
+                "set `data:` in the config (e.g. `data: {type: digits}`)"
+            )
+        if self._data is None or self._data[0] != id(data):
+            self._data = (id(data), as_tensors(data.train, ctx.device), as_tensors(data.valid, ctx.device))
+        return self._data[1], self._data[2]
+
+    def _ensure_trainer(self, ctx: Context) -> SupernetTrainer:
+        if self._trainer is not None:
+            return self._trainer
+        require_supernet(ctx.space)
+        if self._seed is None:
+            self._seed = derive_seed(ctx.seed, "supernet")
+        with seeded(derive_seed(self._seed, "init"), ctx.device):
+            supernet = ctx.space.supernet()  # type: ignore[attr-defined]
+        trainer = SupernetTrainer(supernet, ctx.space, self.rule, self.settings, seed=self._seed, device=ctx.device)
+        if ctx.run_dir is not None:
+            self._slots = _Slots(Path(ctx.run_dir) / SUPERNET_DIR, self._fingerprint(supernet))
+            if not self._slots.read():  # a new run: its initial weights are the first state to return to
+                self._save(trainer, -1)
+        self._trainer = trainer
+        return trainer
+
+    def _restore(self, trainer: SupernetTrainer, before_trial: int | None) -> None:
+        """Hold the latest slot whose last trained trial precedes ``before_trial`` (None: any).
+
+        The slots are read only when the state in memory may not be that one: in a fresh
+        process, after a failed ENAS step, or when a trial is run again after a resume.
+        """
+        slots = self._slots
+        if slots is None:
+            return
+        if slots.key is not None and not self._dirty and (before_trial is None or slots.key[1] < before_trial):
+            return
+        usable = [
+            (tuple(state["key"]), slot, state)
+            for slot, state in slots.read()
+            if before_trial is None or state["key"][1] < before_trial
+        ]
+        if not usable:
+            raise CheckpointError(f"{slots.folder} holds no supernet state to continue from; start a new run directory")
+        key, slot, state = max(usable, key=lambda item: item[0])
+        if int(state["seed"]) != self._seed:
+            raise CheckpointError(f"{slots.folder} was written by a run with another seed; start a new run directory")
+        trainer.load_state_dict(state)
+        slots.current, slots.key = slot, (int(key[0]), int(key[1]))
+        self._dirty = False
+
+    def _save(self, trainer: SupernetTrainer, last_trial: int) -> None:
+        if self._slots is not None:
+            assert self._seed is not None
+            self._slots.write((trainer.epochs_done, last_trial), trainer.state_dict(), self._seed)
+
+    def _ready(self, ctx: Context, before_trial: int | None) -> SupernetTrainer:
+        """The trainer with phase 1 done: restored from the run directory, trained if need be."""
+        trainer = self._ensure_trainer(ctx)
+        self._restore(trainer, before_trial)
+        if trainer.epochs_done < self.settings.epochs:
+            train, _ = self._tensors(ctx)
+            started = time.perf_counter()
+            while trainer.epochs_done < self.settings.epochs:
+                with seeded(derive_seed(trainer.seed, "epoch", trainer.epochs_done), ctx.device):
+                    loss = trainer.train_epoch(train)
+                self._save(trainer, -1)
+                ctx.log.info(
+                    "supernet (%s) epoch %d/%d: train loss %.4f", self.rule.name, trainer.epochs_done, self.settings.epochs, loss
+                )
+            self._unbilled += time.perf_counter() - started
+        return trainer
+
+    # -- the estimator contract ----------------------------------------------------------------
+
+    def update(self, ctx: Context) -> None:
+        """Train the supernet until its ``epochs`` are done (a no-op afterwards).
+
+        The runner calls it before every trial, replayed ones included, so it also counts
+        trials; ENAS's per-trial state is picked in :meth:`estimate`, which replays skip.
+        """
+        self._updates += 1
+        self._ready(ctx, None)
+
+    def estimate(self, arch: Arch, ctx: Context) -> Result:
+        """Score ``arch`` with inherited weights (ENAS: train them on it first)."""
+        started = time.perf_counter()
+        trial = self._updates - 1 if self._updates else None
+        trainer = self._ready(ctx, trial if self.rule.trains_asked_archs else None)
+        train, valid = self._tensors(ctx)
+        extras: dict[str, Any] = {}
+        start_batch = 0
+        if self.rule.trains_asked_archs:
+            start_batch = trainer.archs_trained
+            self._dirty = True
+            with seeded(derive_seed(trainer.seed, "arch", trainer.step), ctx.device):
+                extras["train_loss"] = trainer.train_arch(arch, train, self.steps_per_arch)
+        trainer.recalibrate(arch, train)
+        val_acc, val_loss = trainer.evaluate(arch, valid, start=start_batch)
+        if self.rule.trains_asked_archs:
+            self._save(trainer, trial if trial is not None else trainer.archs_trained)
+            self._dirty = False
+        child = trainer.supernet.export(arch).cpu()
+        data = ctx.data
+        metrics = {
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "params": float(count_params(child)),
+            "flops": float(count_flops(child, (data.in_channels, *data.input_size))),
+        }
+        seconds = time.perf_counter() - started + self._unbilled
+        self._unbilled = 0.0
+        return Result(metrics=metrics, cost={"seconds": seconds}, extras=extras)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters only; the weights live in ``RUN_DIR/supernet/``."""
+        return {"updates": self._updates, "seed": self._seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._updates = int(state["updates"])
+        self._seed = None if state["seed"] is None else int(state["seed"])
+
+
+def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.Module:
+    """The child of ``arch`` with the weights of the supernet a search left in ``run_dir``.
+
+    The child is what ``space.supernet().export(arch)`` gives, so for NB201 its ``state_dict``
+    loads into ``space.build(arch)`` unchanged: a starting point for fine-tuning instead of
+    training from scratch. Its batch-norm statistics are those of the last training step (or
+    scoring); train it, or recalibrate them, before evaluating it.
+
+    Raises:
+        CheckpointError: ``run_dir`` holds no supernet checkpoint.
+    """
+    require_supernet(space)
+    folder = Path(run_dir) / SUPERNET_DIR
+    states = [load_checkpoint(folder / name) for name in _SLOTS if (folder / name).exists()]
+    if not states:
+        raise CheckpointError(
+            f"{folder} holds no supernet checkpoint; it is written by searches with `estimator: {{type: supernet}}`"
+        )
+    latest = max(states, key=lambda state: tuple(state["key"]))
+    supernet = space.supernet()  # type: ignore[attr-defined]
+    try:
+        supernet.load_state_dict(latest["supernet"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"the supernet in {folder} does not fit this space: {str(exc).splitlines()[0]}") from None
+    return supernet.export(space.validate(arch))
+

@@ -1,0 +1,369 @@
+"""Differentiable NAS strategies: DARTS, GDAS, SNAS and ProxylessNAS.
+
+Each strategy owns one vector of architecture parameters (alphas) per edge of the space and an
+optimiser for them, and exposes them through :class:`~nasforge.core.differentiable.ArchParameters`;
+the ``dnas`` estimator trains them together with the supernet weights (one search epoch per
+trial). The methods differ only in how alphas become the weights that mix an edge's candidates
+(:meth:`DifferentiableStrategy.weights`) and in the architecture loss.
+
+Edges: a space with ``edge_choices()`` and ``derive()`` (DARTS) is searched over those edges,
+``none`` included, and archs are derived by the space's own rule (two strongest non-``none``
+inputs per node); any other space is searched over its own choices, and the arch is the argmax
+of each choice (NB201, as in Dong & Yang 2020).
+
+Asking: ask ``k`` returns the arch derived after ``k`` search epochs (the runner then runs epoch
+``k + 1`` in ``estimator.update`` and scores the arch with those weights); after ``epochs``
+epochs one last ask returns the final arch, scored on the final weights, then ask returns None.
+So a search of ``epochs`` epochs is ``epochs + 1`` trials and its last trial is the method's
+result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import Tensor
+
+from nasforge.core.arch import Arch
+from nasforge.core.differentiable import StepKind, edge_choices
+from nasforge.core.errors import ConfigError
+from nasforge.core.registry import register
+from nasforge.core.strategy import Strategy
+from nasforge.core.trial import Trial
+
+if TYPE_CHECKING:
+    from nasforge.core.objective import Objective
+    from nasforge.core.space import SearchSpace
+
+__all__ = ["DifferentiableStrategy", "DARTS", "GDAS", "SNAS", "ProxylessNAS"]
+
+log = logging.getLogger("nasforge")
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class DifferentiableStrategy(Strategy):
+    """Base of the differentiable strategies: alphas per edge, Adam on them, derivation.
+
+    Subclasses implement :meth:`weights`; the rest of :class:`ArchParameters` is here.
+
+    Args:
+        epochs: search epochs (one per trial); schedules run over them.
+        lr: Adam learning rate of the alphas.
+        beta1, beta2: Adam betas.
+        weight_decay: Adam weight decay of the alphas.
+    """
+
+    epoch: int = 0
+    bilevel: bool = True
+    partial_channels: int = 1
+
+    def __init__(
+        self, epochs: PositiveInt, lr: PositiveFloat, beta1: Fraction, beta2: Fraction, weight_decay: float
+    ) -> None:
+        self.epochs = epochs
+        self.lr = lr
+        self.betas = (beta1, beta2)
+        self.weight_decay = weight_decay
+        self._paths: dict[str, list[int]] | None = None
+
+    # -- setup and state ---------------------------------------------------------------------
+
+    def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        super().setup(space, objective, seed=seed)
+        self.edges = dict(edge_choices(space))
+        self._derive = getattr(space, "derive", None) if callable(getattr(space, "edge_choices", None)) else None
+        self.alphas = {name: self._init(len(choice)) for name, choice in self.edges.items()}
+        self.optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+        )
+        self.epoch = 0
+        self.asked = 0
+
+    def _init(self, n: int) -> Tensor:
+        """DARTS' initialisation: ``1e-3 * N(0, 1)`` (breaks ties at random, from ``self.rng``)."""
+        return torch.tensor(1e-3 * self.rng.standard_normal(n), dtype=torch.float32, requires_grad=True)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        """Every architecture tensor by a stable key (subclasses add theirs)."""
+        return {f"alpha/{name}": alpha for name, alpha in self.alphas.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "tensors": {key: t.detach().clone() for key, t in self._tensors().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "asked": self.asked,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for key, tensor in self._tensors().items():
+                tensor.copy_(state["tensors"][key])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.asked = int(state["asked"])
+
+    # -- ask / tell ----------------------------------------------------------------------------
+
+    def ask(self) -> Arch | None:
+        if self.asked > self.epochs:
+            return None
+        self.asked += 1
+        return self.derived()
+
+    def tell(self, trial: Trial) -> None:
+        log.debug("%s epoch %d: %s -> %s", type(self).__name__, self.epoch, trial.arch, trial.metrics)
+
+    def edge_weights(self) -> dict[str, Tensor]:
+        """The deterministic weight of every candidate (softmax of the alphas), for derivation."""
+        return {name: torch.softmax(alpha.detach(), dim=-1) for name, alpha in self.alphas.items()}
+
+    def derived(self) -> Arch:
+        """The discrete arch the current alphas give, by the method's derivation rule."""
+        weights = self.edge_weights()
+        if self._derive is not None:
+            return self._derive(weights)
+        values = {name: self.edges[name].candidates[int(torch.argmax(w))] for name, w in weights.items()}
+        return self.space.validate(Arch(values))
+
+    # -- ArchParameters -------------------------------------------------------------------------
+
+    def parameters(self) -> list[Tensor]:
+        return list(self._tensors().values())
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def paths(self) -> dict[str, list[int]] | None:
+        """Candidates the last :meth:`weights` call needs run per edge (None: all with weight)."""
+        return self._paths
+
+    def loss(self, task_loss: Tensor) -> Tensor:
+        return task_loss
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def end_epoch(self) -> None:
+        self.epoch += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "candidates": {name: list(choice.candidates) for name, choice in self.edges.items()},
+            "probs": {name: [round(float(p), 6) for p in w] for name, w in self.edge_weights().items()},
+        }
+
+    def _gumbel(self, n: int) -> Tensor:
+        return torch.from_numpy(self.rng.gumbel(size=n).astype(np.float32))
+
+
+@register("strategy", "darts", tags=("differentiable",))
+class DARTS(DifferentiableStrategy):
+    """DARTS (Liu, Simonyan & Yang, ICLR 2019): every edge mixes its candidates by the softmax
+    of its alphas; the alphas descend the validation loss (bilevel; first or second order is
+    the ``dnas`` estimator's ``order``). Defaults are the paper's: 50 epochs, Adam lr 3e-4,
+    betas (0.5, 0.999), weight decay 1e-3.
+    """
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 50,
+        lr: PositiveFloat = 3e-4,
+        beta1: Fraction = 0.5,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        self._paths = None
+        out = {name: torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
+        return out if step == "arch" else {name: w.detach() for name, w in out.items()}
+
+
+@register("strategy", "gdas", tags=("differentiable",))
+class GDAS(DifferentiableStrategy):
+    """GDAS (Dong & Yang, CVPR 2019): each step samples one op per edge by Gumbel-max; the
+    forward is the hard one-hot (only the sampled op runs), the backward goes through the
+    Gumbel-softmax of temperature ``tau``, annealed linearly from ``tau_max`` to ``tau_min`` over
+    the epochs. Defaults as in the paper's code: 250 epochs, tau 10 -> 0.1, Adam lr 3e-4, betas
+    (0.5, 0.999), weight decay 1e-3.
+    """
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 250,
+        tau_max: PositiveFloat = 10.0,
+        tau_min: PositiveFloat = 0.1,
+        lr: PositiveFloat = 3e-4,
+        beta1: Fraction = 0.5,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        self.tau_max = tau_max
+        self.tau_min = tau_min
+
+    @property
+    def tau(self) -> float:
+        """The temperature of the current epoch."""
+        progress = min(self.epoch, self.epochs - 1) / max(1, self.epochs - 1)
+        return self.tau_max - (self.tau_max - self.tau_min) * progress
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        self._paths = {}
+        for name, alpha in self.alphas.items():
+            probs = torch.softmax((torch.log_softmax(alpha, dim=-1) + self._gumbel(len(alpha))) / self.tau, dim=-1)
+            index = int(torch.argmax(probs))
+            hard = torch.zeros_like(probs)
+            hard[index] = 1.0
+            out[name] = hard - probs.detach() + probs if step == "arch" else hard
+            self._paths[name] = [index]
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "tau": self.tau}
+
+
+@register("strategy", "snas", tags=("differentiable",))
+class SNAS(DifferentiableStrategy):
+    """SNAS (Xie et al., ICLR 2019): edges mix their candidates by a Gumbel-softmax sample of
+    temperature ``tau0 * decay**epoch``; alphas and weights descend the training loss jointly
+    (single level). The paper anneals the temperature exponentially without giving its values;
+    ``tau0 = 1``, ``decay = 0.97`` follow the public reimplementations. 150 epochs and Adam lr
+    3e-4, betas (0.5, 0.999), weight decay 1e-3 as there. The resource constraint is not
+    implemented.
+    """
+
+    bilevel = False
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 150,
+        tau0: PositiveFloat = 1.0,
+        decay: Annotated[float, Field(gt=0, le=1)] = 0.97,
+        lr: PositiveFloat = 3e-4,
+        beta1: Fraction = 0.5,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        self.tau0 = tau0
+        self.decay = decay
+
+    @property
+    def tau(self) -> float:
+        """The temperature of the current epoch."""
+        return self.tau0 * self.decay**self.epoch
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        self._paths = None
+        out = {
+            name: torch.softmax((alpha + self._gumbel(len(alpha))) / self.tau, dim=-1)
+            for name, alpha in self.alphas.items()
+        }
+        return out if step == "arch" else {name: w.detach() for name, w in out.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "tau": self.tau}
+
+
+@register("strategy", "proxyless", tags=("differentiable",))
+class ProxylessNAS(DifferentiableStrategy):
+    """ProxylessNAS (Cai, Zhu & Han, ICLR 2019), binarised path sampling.
+
+    Weight steps train one path per edge, sampled from ``softmax(alpha)``. Architecture steps
+    sample two candidates per edge without replacement, gate one of them by ``softmax`` of
+    their two alphas, and estimate the gradient of both alphas by the BinaryConnect rule
+    ``dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)`` (the straight-through weights here give
+    exactly it); the other candidates are not run. With a per-op ``latency`` table, the
+    architecture loss is ``alpha * CE * (log E[latency] / log reference) ** beta`` (the paper's
+    ``mul#log`` loss, alpha 0.2, beta 0.3), the expected latency summing ``softmax(alpha)``-
+    weighted costs over the edges. Adam lr 1e-3, betas (0, 0.999), no weight decay, 120 epochs,
+    as in the paper's code.
+
+    Args:
+        latency: cost of each candidate value (ms, or any unit); None for no latency loss.
+        reference: the target expected latency (same unit, above 1 so its log is positive);
+            required with ``latency``. The ratio of logs is floored at 1e-6 (costs below 1 unit).
+    """
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 120,
+        latency: dict[str, PositiveFloat] | None = None,
+        reference: Annotated[float, Field(gt=1)] | None = None,
+        alpha: PositiveFloat = 0.2,
+        beta: PositiveFloat = 0.3,
+        lr: PositiveFloat = 1e-3,
+        beta1: Fraction = 0.0,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        self.latency = dict(latency) if latency is not None else None
+        self.reference = reference
+        self.alpha = alpha
+        self.beta = beta
+
+    def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        super().setup(space, objective, seed=seed)
+        if self.latency is not None:
+            if self.reference is None:
+                raise ConfigError("proxyless: a latency table needs a reference latency (the target, above 1)")
+            missing = sorted({str(c) for choice in self.edges.values() for c in choice.candidates} - set(self.latency))
+            if missing:
+                raise ConfigError(f"proxyless: the latency table has no cost for candidate(s) {', '.join(missing)}")
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        self._paths = {}
+        for name, alpha in self.alphas.items():
+            probs = torch.softmax(alpha.detach(), dim=-1).double().numpy()
+            if step == "weights":
+                index = int(self.rng.choice(len(probs), p=probs / probs.sum()))
+                gate = torch.zeros(len(probs))
+                gate[index] = 1.0
+                out[name], self._paths[name] = gate, [index]
+                continue
+            pair = self.rng.choice(len(probs), size=2, replace=False, p=probs / probs.sum())
+            pair_probs = torch.softmax(alpha[torch.as_tensor(pair)], dim=-1)
+            first = float(pair_probs[0].detach())
+            active = int(self.rng.random() >= first)  # candidate 0 with probability pair_probs[0]
+            hard = torch.zeros(2)
+            hard[active] = 1.0
+            out[name] = torch.zeros(len(probs)).index_put(
+                (torch.as_tensor(pair),), hard - pair_probs.detach() + pair_probs
+            )
+            self._paths[name] = [int(i) for i in pair]
+        return out
+
+    def expected_latency(self) -> Tensor:
+        """Sum over edges of ``softmax(alpha)``-weighted candidate costs (differentiable)."""
+        assert self.latency is not None
+        total = torch.zeros(())
+        for name, alpha in self.alphas.items():
+            costs = torch.tensor([self.latency[str(c)] for c in self.edges[name].candidates])
+            total = total + (torch.softmax(alpha, dim=-1) * costs).sum()
+        return total
+
+    def loss(self, task_loss: Tensor) -> Tensor:
+        if self.latency is None:
+            return task_loss
+        assert self.reference is not None
+        ratio = (torch.log(self.expected_latency()) / np.log(self.reference)).clamp_min(1e-6)
+        return self.alpha * task_loss * ratio**self.beta
+
+    def snapshot(self) -> dict[str, Any]:
+        extra = {"expected_latency": float(self.expected_latency())} if self.latency is not None else {}
+        return {**super().snapshot(), **extra}

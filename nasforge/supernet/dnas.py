@@ -1,0 +1,83 @@
+"""The steps of a differentiable search: architecture gradients, first and second order.
+
+DARTS (Liu, Simonyan & Yang, ICLR 2019) approximates the gradient of the validation loss at
+the weights after one training step, ``w' = w - xi * grad_w L_train(w, alpha)``, by
+
+    grad_alpha L_val(w', alpha) - xi * grad2_{alpha,w} L_train(w, alpha) . grad_w' L_val(w', alpha)   (eq. 7)
+
+and the Hessian-vector product by a central finite difference with ``w+- = w +- eps * grad_w'
+L_val``, ``eps = 0.01 / ||grad_w' L_val||`` (eq. 8). :func:`unrolled_gradient` computes it; the
+virtual step follows DARTS' code (momentum buffer and weight decay of the weight optimiser
+included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["gradients", "unrolled_gradient"]
+
+
+def gradients(loss: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:
+    """``d loss / d tensor`` for each tensor, zeros for those the loss does not reach."""
+    grads = torch.autograd.grad(loss, list(tensors), allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
+
+
+def unrolled_gradient(
+    weights: Sequence[Tensor],
+    alphas: Sequence[Tensor],
+    train_loss: Callable[[], Tensor],
+    valid_loss: Callable[[], Tensor],
+    xi: float,
+    *,
+    momentum: float = 0.0,
+    buffers: Sequence[Tensor | None] | None = None,
+    weight_decay: float = 0.0,
+    eps: float = 0.01,
+) -> list[Tensor]:
+    """DARTS' second-order architecture gradient (eq. 7, Hessian-vector product by eq. 8).
+
+    Args:
+        weights: the network weights ``w`` (modified in place during the call, restored after).
+        alphas: the architecture parameters.
+        train_loss: computes ``L_train(w, alpha)`` with the current tensors.
+        valid_loss: computes the architecture objective ``L_val(w, alpha)``.
+        xi: the virtual step's learning rate (DARTS: the weights' current one).
+        momentum: the weight optimiser's momentum; with ``buffers`` (its momentum buffers,
+            None where it has none yet) the virtual step includes it, as DARTS does.
+        weight_decay: the weight optimiser's weight decay.
+        eps: numerator of the finite-difference step.
+
+    Returns:
+        One gradient per alpha.
+    """
+    original = [w.detach().clone() for w in weights]
+    try:
+        grads = gradients(train_loss(), weights)
+        with torch.no_grad():
+            for i, (w, g) in enumerate(zip(weights, grads, strict=True)):
+                buffer = buffers[i] if buffers is not None else None
+                step = g + weight_decay * w
+                if buffer is not None:
+                    step = step + momentum * buffer
+                w.sub_(xi * step)
+        val_grads = gradients(valid_loss(), [*alphas, *weights])
+        direct, dw = val_grads[: len(alphas)], val_grads[len(alphas) :]
+        radius = eps / torch.cat([g.reshape(-1) for g in dw]).norm().clamp_min(1e-12)
+        with torch.no_grad():
+            for w, w0, g in zip(weights, original, dw, strict=True):
+                w.copy_(w0 + radius * g)
+        plus = gradients(train_loss(), alphas)
+        with torch.no_grad():
+            for w, w0, g in zip(weights, original, dw, strict=True):
+                w.copy_(w0 - radius * g)
+        minus = gradients(train_loss(), alphas)
+    finally:
+        with torch.no_grad():
+            for w, w0 in zip(weights, original, strict=True):
+                w.copy_(w0)
+    return [d - xi * (p - m) / (2 * radius) for d, p, m in zip(direct, plus, minus, strict=True)]
