@@ -173,7 +173,7 @@ def _strategies() -> tuple[list[str], list[str]]:
 
     single, multi = [], []
     for reg in registry.registrations("strategy"):
-        if reg.name in SKIP:
+        if reg.name in SKIP or "differentiable" in reg.tags:  # those need a supernet, not a table
             continue
         if "multi-objective" in reg.tags:
             multi.append(reg.name)
