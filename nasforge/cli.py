@@ -34,7 +34,6 @@ log = logging.getLogger("nasforge")
 def _setup_logging(run_dir: Path | None, verbose: bool) -> None:
     log.handlers.clear()
     log.setLevel(logging.DEBUG)
-    log.propagate = False
     handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.addHandler(handler)

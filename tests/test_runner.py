@@ -225,3 +225,13 @@ def test_resume_refuses_a_changed_strategy(tmp_path: Path) -> None:
     saved.write_text(yaml.safe_dump(data))
     (tmp_path / "run" / "checkpoint.pt").unlink()
     assert main(["search", "--resume", str(tmp_path / "run"), "--quiet"]) == 2
+
+
+def test_budget_larger_than_the_space_says_so_and_ends(caplog: pytest.LogCaptureFixture) -> None:
+    from nasforge.strategies.random_search import RandomSearch
+    from nasforge.testing.conformance import TinySpace
+
+    with caplog.at_level("WARNING", logger="nasforge"):
+        result = Runner(TinySpace(), RandomSearch(), SyntheticEstimator(lambda a: {"val_acc": 1.0}), SingleMetric(), budget=Budget(trials=50)).run()
+    assert "exceeds the 4 archs of the space" in caplog.text
+    assert len(result.trials) == 4 and result.stopped_because == "the strategy has nothing left to ask"

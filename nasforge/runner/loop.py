@@ -235,6 +235,14 @@ class Runner:
                 "resume it (nasforge search --resume DIR) or choose another run_dir"
             )
         self.store.set_meta("seed", self.seed)
+        size = self.space.size()
+        if self.budget.trials is not None and self.budget.trials > size:
+            log.warning(
+                "the budget of %d trials exceeds the %d archs of the space; the search ends once the strategy "
+                "has nothing left to ask (strategies that repeat archs may use the whole budget)",
+                self.budget.trials,
+                size,
+            )
         started = time.monotonic()
         last_checkpoint = started
         reason = self._stop_reason(started)
