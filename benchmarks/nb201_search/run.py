@@ -320,9 +320,10 @@ def main(argv: list[str] | None = None) -> None:
         "validation accuracy (`nb201_table`'s `val_acc`); the cell with the best signal is judged by its 200-epoch "
         f"test accuracy, mean ± std over {seeds} seeds (seeds 0..{seeds - 1}). No strategy is told the budget, so "
         "the 50- and 100-query columns are the first 50 and 100 trials of the 150-query runs. `s / run` is the "
-        "wall time of one 150-query search, table look-ups included. Grid search is left out (it enumerates the "
-        "space in a fixed order), and so is the generic `optuna` adapter (its default sampler is `tpe`'s); of the strategies tagged `multi-objective`, TPE is also a single-objective "
-        "baseline and is listed. Reference rows in italics are not ours: the NB201 paper's (Dong & Yang 2020, "
+        "wall time of one 150-query search, table look-ups included. Left out: grid search (it enumerates the "
+        "space in a fixed order), differentiable strategies (they need a supernet, not a table) and the generic "
+        "`optuna` adapter (its default sampler is `tpe`'s). Of the strategies tagged `multi-objective`, TPE is also "
+        "a single-objective baseline and is listed. Reference rows in italics are not ours: the NB201 paper's (Dong & Yang 2020, "
         "single-seed 12-epoch signal, so noisier) and the shared data README's plain search (same signal as here).\n",
     ]
     for dataset in args.datasets:

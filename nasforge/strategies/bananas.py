@@ -10,7 +10,9 @@ Where the defaults differ from the paper, NAS-Bench-201 (CIFAR-10, 12-epoch sign
 the ensemble members train on bootstrap resamples (see ``MLPEnsemble``), the candidate pool is
 larger (1,000: every one-choice neighbour of the 10 best archs, two-choice mutants of them, and
 30% uniform draws), and the nets are smaller and trained for fewer steps, which keeps a
-150-query search to a couple of seconds on one CPU core.
+150-query search to a few seconds on one CPU core. Through ``run_search`` on the NB201 table it
+reaches 94.28 ± 0.20 mean CIFAR-10 test accuracy at 150 queries over 100 seeds (regularized
+evolution: 94.14 ± 0.27; see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
