@@ -1,4 +1,4 @@
-"""The ``nasforge`` command: search, derive, train, test, export, eval-arch, registry, gen-config.
+"""The ``nasforge`` command: search, derive, train, test, export, eval-arch, plot, profile, registry, gen-config.
 
 Every user mistake ends in a one-paragraph message on stderr and exit status 2, never a
 traceback; nothing already written by earlier runs is touched.
@@ -294,6 +294,24 @@ def cmd_eval_arch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nasforge.plots import cell_text, plot_alphas
+    from nasforge.runner.loop import STORE_FILE
+    from nasforge.runner.store import TrialStore
+
+    run_dir = Path(args.run_dir)
+    output = plot_alphas(run_dir, args.output or run_dir / "alphas.png")
+    console.print(f"wrote the alphas heatmap to {output}")
+    if (run_dir / STORE_FILE).is_file():
+        store = TrialStore(run_dir / STORE_FILE)
+        trials = store.trials()
+        store.close()
+        if trials:
+            last = max(trials, key=lambda t: t.number)
+            console.print(f"derived after trial {last.number}:\n{cell_text(last.arch)}")
+    return 0
+
+
 # -- registry / gen-config ---------------------------------------------------------------------
 
 
@@ -322,6 +340,46 @@ def cmd_gen_config(args: argparse.Namespace) -> int:
         console.print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+# -- profile -----------------------------------------------------------------------------------
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from nasforge.hardware.costmodels import evaluate
+    from nasforge.hardware.profile import (
+        NO_ENERGY_COUNTER,
+        LatencyTable,
+        energy_counter,
+        profile_space,
+        table_vs_measured,
+    )
+
+    options = yaml.safe_load(args.space_options) if args.space_options else {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
+    space = registry.create("space", args.space, options, where="--space")
+    try:
+        size = [int(d) for d in args.input_size.split(",")]
+    except ValueError:
+        raise ConfigError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}") from None
+    if len(size) != 3:
+        raise ConfigError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}")
+    table = profile_space(space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats)
+    if args.merge:
+        table = LatencyTable.load(args.merge).merge(table)
+    table.save(args.out)
+    console.print(f"measured {len(table.blocks)} blocks on {table.device['cpu']} ({table.device['device']}, "
+                  f"{table.device['threads']} thread(s)); wrote {args.out}")
+    if args.device == "cpu" and energy_counter() is None:
+        console.print(NO_ENERGY_COUNTER)
+    if args.check:
+        rows = table_vs_measured(space, table, args.check, seed=2, repeats=args.repeats, warmup=args.warmup)
+        scores = evaluate([m for _, _, m in rows], [p for _, p, _ in rows])
+        console.print(f"table vs end-to-end on {args.check} sampled archs: Spearman {scores['spearman']:.3f}, "
+                      f"within 10% {scores['within_10pct']:.2f}, mean measured/table "
+                      f"{sum(m / p for _, p, m in rows) / len(rows):.2f}")
     return 0
 
 
@@ -373,6 +431,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_eval_arch)
+
+    p = sub.add_parser("plot", help="draw a differentiable search's alphas and print its derived cell")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="image file to write (default: RUN_DIR/alphas.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("profile", help="measure a space's blocks on this machine into a latency table (JSON)")
+    p.add_argument("--space", required=True, help="registered space, e.g. nb201")
+    p.add_argument("--space-options", help="the space's options as YAML, e.g. '{C: 16, N: 5}'")
+    p.add_argument("--input-size", required=True, help="C,H,W of one input, e.g. 3,32,32")
+    p.add_argument("--batch", type=int, default=1, help="batch size to time (default 1)")
+    p.add_argument("-o", "--out", required=True, help="latency table JSON to write")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads while measuring (default 1)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per block; the median is kept")
+    p.add_argument("--merge", help="an existing table (same device) to merge the new measurements into")
+    p.add_argument("--check", type=int, default=0, metavar="N", help="also time N sampled whole networks against the table")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("registry", help="list registered components")
     p.add_argument("kind", nargs="?", choices=list(registry.KINDS), help="only this kind")

@@ -70,6 +70,17 @@ class ArchParameters(Protocol):
         whose weight is non-zero or carries a gradient); the others are skipped."""
         ...
 
+    def supernet_options(self) -> dict[str, Any]:
+        """Keyword options of ``space.supernet`` for the current epoch: ``{"partial_channels": K}``
+        for PC-DARTS, the current stage's depth for P-DARTS, ``{}`` for the others. The estimator
+        builds a fresh supernet and weight optimiser whenever they change."""
+        ...
+
+    def op_dropout(self) -> dict[str, float]:
+        """Dropout rate on the output of the candidates of these values while training (P-DARTS'
+        dropout after skip connections); ``{}`` for none."""
+        ...
+
     def loss(self, task_loss: Tensor) -> Tensor:
         """The architecture objective for ``task_loss`` (e.g. plus an expected-latency term)."""
         ...

@@ -1,4 +1,4 @@
-"""The differentiable-NAS estimator: the supernet weights of DARTS, GDAS, SNAS, ProxylessNAS.
+"""The differentiable-NAS estimator: the supernet weights of DARTS, PC-DARTS, GDAS, SNAS, ProxylessNAS.
 
 The strategy owns the architecture parameters (``ctx.arch_parameters``, see
 :mod:`nasforge.core.differentiable`); this estimator owns ``space.supernet()`` and its SGD
@@ -18,6 +18,7 @@ files the epoch is recomputed, with the same result.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -72,6 +73,14 @@ class DifferentiableSupernetEstimator(Estimator):
     ``bn_batches`` training minibatches, evaluated on the validation split (``eval_batches``
     minibatches, 0: all); ``params``/``flops`` of the child.
 
+    Partial channels (PC-DARTS, ``arch.partial_channels = K > 1``): the supernet is
+    ``space.supernet(partial_channels=K)``, and derived archs are scored the same way, on the
+    supernet itself in single-path mode: the child is the supernet's path, each derived op on
+    its ``1/K`` of the channels with the rest bypassed and shuffled, exactly as searched. No
+    full-width child is trained here (that would cost a training run per trial and rank archs by
+    a few epochs of scratch training); the search's final arch is trained at full width by
+    ``nasforge train``, as in the paper.
+
     Args:
         space: the search space (must build a supernet).
         order: 1 (first-order DARTS) or 2 (second order).
@@ -115,6 +124,7 @@ class DifferentiableSupernetEstimator(Estimator):
         self._seed: int | None = None
         self._epoch = 0
         self._pending: dict[str, Any] | None = None  # state loaded before the supernet exists
+        self._options: dict[str, Any] = {}  # the supernet's space.supernet() options
         self._unbilled = 0.0
 
     # -- set-up --------------------------------------------------------------------------------
@@ -140,26 +150,45 @@ class DifferentiableSupernetEstimator(Estimator):
             "momentum": self.momentum,
             "weight_decay": self.weight_decay,
             "grad_clip": self.grad_clip,
+            **({"partial_channels": arch.partial_channels} if arch.partial_channels != 1 else {}),
         }
 
-    def _ensure(self, ctx: Context, arch: ArchParameters) -> Supernet:
-        if self.supernet is not None:
+    def _ensure(self, ctx: Context, arch: ArchParameters, *, stage: bool = False) -> Supernet:
+        """The supernet, built on first use with the options it was saved with (else the
+        strategy's); with ``stage``, rebuilt fresh when the strategy's options have changed."""
+        if self.supernet is not None and not (stage and arch.supernet_options() != self._options):
             return self.supernet
-        if arch.partial_channels != 1:
-            raise ConfigError("estimator 'dnas' does not build partial-channel supernets (PC-DARTS) yet")
         if self._seed is None:
             self._seed = ctx.seed
-        with seeded(derive_seed(self._seed, "dnas-init"), ctx.device):
-            supernet = self.space.supernet()  # type: ignore[attr-defined]
+        first = self.supernet is None
+        options = self._options if first and self._pending is not None else arch.supernet_options()
+        keys = () if first else (arch.epoch,)  # each P-DARTS stage starts from fresh weights
+        with seeded(derive_seed(self._seed, "dnas-init", *keys), ctx.device):
+            supernet = self._build(options)
         self._check_edges(supernet)
         self.supernet = supernet.to(ctx.device)
+        self._options = options
         self.optimizer = torch.optim.SGD(
             self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         if self._pending is not None:
             self._load(self._pending)
             self._pending = None
+            return self._ensure(ctx, arch, stage=stage)
         return self.supernet
+
+    def _build(self, options: dict[str, Any]) -> Supernet:
+        accepted = inspect.signature(self.space.supernet).parameters  # type: ignore[attr-defined]
+        missing = [key for key in options if key not in accepted]
+        if missing:
+            raise ConfigError(
+                f"space {_space_name(self.space)!r} builds no supernet with option(s) {', '.join(missing)}, which the "
+                "strategy needs (partial_channels: nb201, darts; layers: darts)"
+            )
+        try:
+            return self.space.supernet(**options)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ConfigError(f"space {_space_name(self.space)!r}: {exc}") from None
 
     def _check_edges(self, supernet: Supernet) -> None:
         edges = edge_choices(self.space)
@@ -218,51 +247,66 @@ class DifferentiableSupernetEstimator(Estimator):
         generator = torch.Generator().manual_seed(derive_seed(self._seed, "dnas-epoch", arch.epoch))
         w_order = torch.randperm(len(wy), generator=generator).to(ctx.device)
         a_order = torch.randperm(len(ay), generator=generator).to(ctx.device)
-        weights = [p for p in supernet.parameters() if p.requires_grad]
-        alphas = arch.parameters()
+        dropout = arch.op_dropout()
+        for _, module in supernet.choice_modules():
+            if isinstance(module, LayerChoice):
+                module.set_dropout(dropout)
         supernet.train()
         total, steps = 0.0, min(len(wy), len(ay)) // self.batch_size
         for step in range(steps):
             batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            xw, yw = wx[w_order[batch]], wy[w_order[batch]]
-            if arch.bilevel:
-                xa, ya = ax[a_order[batch]], ay[a_order[batch]]
-                if self.order == 2:
-                    grads = unrolled_gradient(
-                        weights,
-                        alphas,
-                        lambda x=xw, y=yw: self._loss(arch, "arch", x, y),
-                        lambda x=xa, y=ya: arch.loss(self._loss(arch, "arch", x, y)),
-                        lr,
-                        momentum=self.momentum,
-                        buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
-                        weight_decay=self.weight_decay,
-                    )
-                else:
-                    grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
-                for alpha, grad in zip(alphas, grads, strict=True):
-                    alpha.grad = grad
-                arch.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss = self._loss(arch, "weights", xw, yw)
-                loss.backward()
-            else:  # single level: one sample, one loss, both descend it
-                optimizer.zero_grad(set_to_none=True)
-                loss = self._loss(arch, "arch", xw, yw)
-                arch.loss(loss).backward()
-                arch.step()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(weights, self.grad_clip)
-            optimizer.step()
-            total += float(loss.detach())
+            a_batch = (ax[a_order[batch]], ay[a_order[batch]]) if arch.bilevel else None
+            total += self.step(arch, (wx[w_order[batch]], wy[w_order[batch]]), a_batch, lr)
         return total / max(1, steps)
+
+    def step(
+        self, arch: ArchParameters, w_batch: tuple[Tensor, Tensor], a_batch: tuple[Tensor, Tensor] | None, lr: float
+    ) -> float:
+        """One search step: the architecture step on ``a_batch`` (bilevel; None: single level,
+        on ``w_batch``), then the weight step on ``w_batch``; returns the weights' loss."""
+        optimizer = self.optimizer
+        assert self.supernet is not None and optimizer is not None
+        weights = [p for p in self.supernet.parameters() if p.requires_grad]
+        alphas = arch.parameters()
+        xw, yw = w_batch
+        if a_batch is not None:
+            xa, ya = a_batch
+            if self.order == 2:
+                grads = unrolled_gradient(
+                    weights,
+                    alphas,
+                    lambda: self._loss(arch, "arch", xw, yw),
+                    lambda: arch.loss(self._loss(arch, "arch", xa, ya)),
+                    lr,
+                    momentum=self.momentum,
+                    buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
+                    weight_decay=self.weight_decay,
+                )
+            else:
+                grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
+            for alpha, grad in zip(alphas, grads, strict=True):
+                alpha.grad = grad
+            arch.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(arch, "weights", xw, yw)
+            loss.backward()
+        else:  # single level: one sample, one loss, both descend it
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(arch, "arch", xw, yw)
+            arch.loss(loss).backward()
+            arch.step()
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(weights, self.grad_clip)
+        optimizer.step()
+        return float(loss.detach())
 
     def update(self, ctx: Context) -> None:
         """One search epoch (a no-op once the strategy's epochs are done)."""
         arch = self._arch(ctx)
-        self._ensure(ctx, arch)
         if arch.epoch >= arch.epochs:
+            self._ensure(ctx, arch)
             return
+        self._ensure(ctx, arch, stage=True)
         if arch.epoch != self._epoch:
             raise CheckpointError(
                 f"the strategy is at search epoch {arch.epoch} but the supernet at {self._epoch}; "
@@ -339,11 +383,12 @@ class DifferentiableSupernetEstimator(Estimator):
     def state_dict(self) -> dict[str, Any]:
         """The supernet, its optimiser and the epoch count (a checkpoint alone resumes exactly)."""
         if self.supernet is None:
-            return {"seed": self._seed, "epoch": self._epoch, **(self._pending or {})}
+            return {"seed": self._seed, "epoch": self._epoch, "options": self._options, **(self._pending or {})}
         assert self.optimizer is not None
         return {
             "seed": self._seed,
             "epoch": self._epoch,
+            "options": self._options,
             "supernet": self.supernet.state_dict(),
             "optimizer": self.optimizer.state_dict(),
         }
@@ -353,7 +398,9 @@ class DifferentiableSupernetEstimator(Estimator):
         self._epoch = int(state["epoch"])
         if "supernet" not in state:
             return
-        if self.supernet is None:
+        if self.supernet is None or state.get("options", {}) != self._options:
+            self._options = dict(state.get("options", {}))
+            self.supernet = None
             self._pending = {"supernet": state["supernet"], "optimizer": state["optimizer"]}
         else:
             self._load(state)

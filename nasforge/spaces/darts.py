@@ -58,6 +58,7 @@ from nasforge.core.space import SearchSpace
 from nasforge.ops.primitives import OPS, FactorizedReduce, ReLUConvBN
 from nasforge.spaces.genotypes import CELL_TYPES, Genotype, get_genotype, parse_genotype
 from nasforge.supernet.mixed import LayerChoice, Supernet
+from nasforge.supernet.partial import PartialChannelChoice, partial_width
 
 __all__ = [
     "DARTS_OPS",
@@ -340,6 +341,14 @@ def _search_op(op: str, C: int, stride: int) -> nn.Module:
     return module
 
 
+def _search_edge(name: str, ops: Sequence[str], C: int, stride: int, k: int) -> LayerChoice:
+    """One edge of the search network; with ``k > 1`` a PC-DARTS partial-channel edge."""
+    if k == 1:
+        return LayerChoice(name, {op: _search_op(op, C, stride) for op in ops})
+    width = partial_width(C, k)
+    return PartialChannelChoice(name, {op: _search_op(op, width, stride) for op in ops}, k, stride)
+
+
 def _node_values(cell: str, node: int, a: int, x: str, b: int, y: str) -> dict[str, str | int]:
     """The four choices of one node: inputs ``a``, ``b`` through ops ``x``, ``y``."""
     return {f"{cell}.n{node}.in0": a, f"{cell}.n{node}.op0": x, f"{cell}.n{node}.in1": b, f"{cell}.n{node}.op1": y}
@@ -371,6 +380,8 @@ class SearchCell(nn.Module):
         C: channels of the nodes.
         reduction: whether edges from the input nodes have stride 2.
         reduction_prev: whether node 0's source has twice this cell's resolution.
+        partial_channels: PC-DARTS' K: edges are :class:`PartialChannelChoice` over candidates
+            of ``C / K`` channels (1: plain :class:`LayerChoice`).
     """
 
     def __init__(
@@ -383,6 +394,7 @@ class SearchCell(nn.Module):
         C: int,
         reduction: bool,
         reduction_prev: bool,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.cell_type = cell_type
@@ -392,10 +404,7 @@ class SearchCell(nn.Module):
         )
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            LayerChoice(
-                _edge_name(cell_type, i, j),
-                {op: _search_op(op, C, 2 if reduction and j < 2 else 1) for op in ops},
-            )
+            _search_edge(_edge_name(cell_type, i, j), ops, C, 2 if reduction and j < 2 else 1, partial_channels)
             for i in range(2, 2 + nodes)
             for j in range(i)
         )
@@ -411,7 +420,7 @@ class SearchCell(nn.Module):
                     out = out + self.edges[offset + j](states[j])
             else:
                 (a, p), (b, q) = self.path[node]
-                out = self.edges[offset + a].ops[p](states[a]) + self.edges[offset + b].ops[q](states[b])
+                out = self.edges[offset + a].path_op(p)(states[a]) + self.edges[offset + b].path_op(q)(states[b])
             states.append(out)
         return torch.cat(states[2:], dim=1)
 
@@ -426,16 +435,34 @@ class DartsSearchNetwork(nn.Module):
         layers: cells (8 in DARTS).
         in_channels: channels of the input images.
         num_classes: outputs of the classifier.
+        partial_channels: PC-DARTS' K on every edge (1: none).
     """
 
     def __init__(
-        self, nodes: int, ops: Sequence[str], C: int = 16, layers: int = 8, in_channels: int = 3, num_classes: int = 10
+        self,
+        nodes: int,
+        ops: Sequence[str],
+        C: int = 16,
+        layers: int = 8,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.stem = _stem(in_channels, C)
         plan, C_last = _plan(C, layers, {"normal": nodes, "reduce": nodes})
         self.cells = nn.ModuleList(
-            SearchCell("reduce" if reduction else "normal", nodes, ops, C_pp, C_p, C_curr, reduction, reduction_prev)
+            SearchCell(
+                "reduce" if reduction else "normal",
+                nodes,
+                ops,
+                C_pp,
+                C_p,
+                C_curr,
+                reduction,
+                reduction_prev,
+                partial_channels,
+            )
             for C_pp, C_p, C_curr, reduction, reduction_prev in plan
         )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -507,7 +534,7 @@ class DartsSupernet(Supernet):
             ops, inputs = [], []
             assert cell.path is not None
             for ((a, p), (b, q)), offset in zip(cell.path, cell.offsets, strict=True):
-                ops += [cell.edges[offset + a].ops[p], cell.edges[offset + b].ops[q]]
+                ops += [cell.edges[offset + a].path_op(p), cell.edges[offset + b].path_op(q)]
                 inputs += [a, b]
             pre0, pre1, ops = copy.deepcopy((cell.preprocess0, cell.preprocess1, ops), memo)
             cells.append(DartsCell(pre0, pre1, ops, inputs, range(2, 2 + cell.nodes)))
@@ -742,10 +769,22 @@ class DartsSpace(SearchSpace):
             input_size=self.input_size,  # type: ignore[arg-type]
         )
 
-    def supernet(self) -> DartsSupernet:
-        """The DARTS search network over this space (``supernet_C``, ``supernet_layers``)."""
+    def supernet(self, partial_channels: int = 1, layers: int | None = None) -> DartsSupernet:
+        """The DARTS search network over this space (``supernet_C``, ``supernet_layers`` cells, or
+        ``layers`` where given: P-DARTS' stages deepen it).
+
+        ``partial_channels=K > 1`` builds PC-DARTS' search network (Xu et al. 2020): every edge
+        a :class:`~nasforge.supernet.partial.PartialChannelChoice` over candidates of ``C / K``
+        channels; exported children keep the partial-channel edges of the path.
+        """
         network = DartsSearchNetwork(
-            self.nodes, ("none", *self.ops), self.supernet_C, self.supernet_layers, self.in_channels, self.num_classes
+            self.nodes,
+            ("none", *self.ops),
+            self.supernet_C,
+            self.supernet_layers if layers is None else layers,
+            self.in_channels,
+            self.num_classes,
+            partial_channels,
         )
         return DartsSupernet(network, self)
 

@@ -28,6 +28,7 @@ from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.ops.primitives import OPS, ResNetBasicBlock
 from nasforge.supernet.mixed import LayerChoice, Supernet
+from nasforge.supernet.partial import PartialChannelChoice, partial_width
 
 __all__ = ["NB201_OPS", "NB201_EDGES", "NB201Space", "NB201Cell", "NB201Network"]
 
@@ -152,7 +153,7 @@ class NB201Space(SearchSpace):
         ops = [str(arch[name]) for name in NB201_EDGES]
         return NB201Network(ops, self.C, self.N, self.in_channels, self.num_classes)
 
-    def supernet(self) -> Supernet:
+    def supernet(self, partial_channels: int = 1) -> Supernet:
         """The weight-sharing network of every cell of this space (for one-shot estimators).
 
         It is :class:`NB201Network` with each edge of each cell a :class:`LayerChoice` named
@@ -160,14 +161,23 @@ class NB201Space(SearchSpace):
         as in the benchmark. ``supernet.export(arch)`` is an :class:`NB201Network` whose
         ``state_dict`` loads into ``space.build(arch)`` unchanged. Weights are initialised from
         torch's global generator, like :meth:`build`.
+
+        With ``partial_channels=K > 1`` each edge is a
+        :class:`~nasforge.supernet.partial.PartialChannelChoice` (PC-DARTS, Xu et al. 2020):
+        candidates of ``C / K`` channels, the other channels bypassed; its exported children keep
+        that structure, so they no longer load into :meth:`build`'s network.
         """
         network = NB201Network([self.ops[0]] * len(NB201_EDGES), self.C, self.N, self.in_channels, self.num_classes)
         for cell in network.cells:
             if isinstance(cell, NB201Cell):
-                cell.edges = nn.ModuleList(
-                    LayerChoice(name, {op: OPS[op](cell.C, cell.C, 1) for op in self.ops}) for name in NB201_EDGES
-                )
+                cell.edges = nn.ModuleList(self._edge(name, cell.C, partial_channels) for name in NB201_EDGES)
         return Supernet(network)
+
+    def _edge(self, name: str, C: int, k: int) -> LayerChoice:
+        if k == 1:
+            return LayerChoice(name, {op: OPS[op](C, C, 1) for op in self.ops})
+        width = partial_width(C, k)
+        return PartialChannelChoice(name, {op: OPS[op](width, width, 1) for op in self.ops}, k)
 
     def parse(self, text: str) -> Arch:
         """Read NB201 notation (``|op~input|+|...|``) or the generic JSON form of an arch."""

@@ -1,4 +1,4 @@
-"""Differentiable NAS strategies: DARTS, GDAS, SNAS and ProxylessNAS.
+"""Differentiable NAS strategies: DARTS, PC-DARTS, P-DARTS, GDAS, SNAS and ProxylessNAS.
 
 Each strategy owns one vector of architecture parameters (alphas) per edge of the space and an
 optimiser for them, and exposes them through :class:`~nasforge.core.differentiable.ArchParameters`;
@@ -21,11 +21,13 @@ result.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from nasforge.core.arch import Arch
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["DifferentiableStrategy", "DARTS", "GDAS", "SNAS", "ProxylessNAS"]
+__all__ = ["DifferentiableStrategy", "DARTS", "PCDARTS", "PDARTS", "GDAS", "SNAS", "ProxylessNAS"]
 
 log = logging.getLogger("nasforge")
 
@@ -145,6 +147,12 @@ class DifferentiableStrategy(Strategy):
         """Candidates the last :meth:`weights` call needs run per edge (None: all with weight)."""
         return self._paths
 
+    def supernet_options(self) -> dict[str, Any]:
+        return {"partial_channels": self.partial_channels} if self.partial_channels != 1 else {}
+
+    def op_dropout(self) -> dict[str, float]:
+        return {}
+
     def loss(self, task_loss: Tensor) -> Tensor:
         return task_loss
 
@@ -188,6 +196,220 @@ class DARTS(DifferentiableStrategy):
         self._paths = None
         out = {name: torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
         return out if step == "arch" else {name: w.detach() for name, w in out.items()}
+
+
+_EDGE = re.compile(r"^(?P<node>.*\d+)<-\d+$")
+
+
+@register("strategy", "pcdarts", tags=("differentiable",))
+class PCDARTS(DARTS):
+    """PC-DARTS (Xu et al., ICLR 2020): DARTS on a partial-channel supernet with edge normalisation.
+
+    Only ``1/K`` of each edge's channels go through its candidates (the ``dnas`` estimator builds
+    ``space.supernet(partial_channels=K)``, see :mod:`nasforge.supernet.partial`). Every edge
+    ``i<-j`` also has a beta; node ``i``'s edges are weighted by the softmax of its betas, so an
+    edge mixes its candidates by ``softmax(beta_i)_j * softmax(alpha_ij)``. Derivation uses the
+    same products (DARTS spaces: the two strongest edges per node by them). Edges are grouped by
+    node through their names (``"3<-1"``, ``"normal.3<-1"``); an edge of any other name is its
+    own node. Architecture steps are skipped in the first ``warmup`` epochs (weights only).
+
+    Defaults are the paper's (CIFAR-10): 50 epochs, K=4, warm-up 15 epochs, Adam lr 6e-4, betas
+    (0.5, 0.999), weight decay 1e-3. The paper's weights use SGD lr 0.1 with batch 256: those
+    are options of the ``dnas`` estimator (``lr``, ``batch_size``), whose defaults are DARTS'.
+    """
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 50,
+        partial_channels: Annotated[int, Field(ge=1)] = 4,
+        warmup: NonNegativeInt = 15,
+        lr: PositiveFloat = 6e-4,
+        beta1: Fraction = 0.5,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        self.partial_channels = partial_channels
+        self.warmup = warmup
+
+    def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        self.edges = dict(edge_choices(space))
+        self.nodes: dict[str, list[str]] = {}
+        for name in self.edges:
+            match = _EDGE.match(name)
+            self.nodes.setdefault(match["node"] if match else name, []).append(name)
+        self._betas: dict[str, Tensor] = {}
+        super().setup(space, objective, seed=seed)
+        self._betas = {node: self._init(len(edges)) for node, edges in self.nodes.items()}
+        self.optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+        )
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {**super()._tensors(), **{f"beta/{node}": beta for node, beta in self._betas.items()}}
+
+    def edge_normalisation(self, detach: bool = False) -> dict[str, Tensor]:
+        """Per edge, the softmax of its node's betas at that edge (a 0-d tensor)."""
+        out: dict[str, Tensor] = {}
+        for node, edges in self.nodes.items():
+            beta = self._betas[node].detach() if detach else self._betas[node]
+            out.update(zip(edges, torch.softmax(beta, dim=-1), strict=True))
+        return out
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        self._paths = None
+        scale = self.edge_normalisation()
+        out = {name: scale[name] * torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
+        return out if step == "arch" else {name: w.detach() for name, w in out.items()}
+
+    def edge_weights(self) -> dict[str, Tensor]:
+        scale = self.edge_normalisation(detach=True)
+        return {name: scale[name] * w for name, w in super().edge_weights().items()}
+
+    def step(self) -> None:
+        if self.epoch < self.warmup:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        super().step()
+
+    def snapshot(self) -> dict[str, Any]:
+        """As DARTS' (``probs`` are the products that derivation uses) plus each edge's weight."""
+        scale = self.edge_normalisation(detach=True)
+        return {**super().snapshot(), "edge_weight": {name: round(float(v), 6) for name, v in scale.items()}}
+
+
+@register("strategy", "pdarts", tags=("differentiable",))
+class PDARTS(DARTS):
+    """P-DARTS (Chen, Xie, Wu & Tian, ICCV 2019): progressive DARTS in stages of deepening supernets.
+
+    The search runs ``len(layers)`` stages of ``epochs / len(layers)`` epochs; stage ``s``
+    searches a supernet of ``layers[s]`` cells (``space.supernet(layers=...)``, fresh weights;
+    DARTS spaces) with fresh alphas and a fresh Adam. Search-space approximation: at the start
+    of stage ``s > 0`` each edge keeps its ``keep[s - 1]`` candidates of highest softmax weight
+    in the stage before (``none`` ranked last before the final stage, as in the paper's code);
+    the others never run again. Dropout of rate ``dropout[s]`` follows every ``skip_connect``
+    while training, decaying as in the paper's code: linearly over the stage during the first
+    ``warmup`` epochs (weights only, no architecture step), then by ``exp(-0.2 * epochs since
+    warm-up)``. The derived normal cell keeps at most ``max_skip`` skip connections (the weakest
+    extra ones are zeroed and the cell derived again).
+
+    Defaults are the paper's CIFAR-10 search: cells 5 -> 11 -> 17, ops 8 -> 5 -> 3, 25 epochs
+    per stage of which 10 warm-up, skip dropout 0.1 / 0.4 / 0.7 (the code's), at most 2 skips,
+    Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3. The ``dnas`` estimator's weights
+    follow one cosine schedule over all stages; the paper restarts it per stage.
+    """
+
+    def __init__(
+        self,
+        epochs: PositiveInt = 75,
+        layers: tuple[PositiveInt, ...] = (5, 11, 17),
+        keep: tuple[PositiveInt, ...] = (5, 3),
+        dropout: tuple[Fraction, ...] = (0.1, 0.4, 0.7),
+        warmup: NonNegativeInt = 10,
+        max_skip: NonNegativeInt = 2,
+        lr: PositiveFloat = 6e-4,
+        beta1: Fraction = 0.5,
+        beta2: Fraction = 0.999,
+        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+    ) -> None:
+        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        if len(keep) != len(layers) - 1 or len(dropout) != len(layers):
+            raise ConfigError(
+                f"pdarts: {len(layers)} stages (layers) need {len(layers) - 1} keep counts and {len(layers)} dropout "
+                f"rates; got {len(keep)} and {len(dropout)}"
+            )
+        if epochs % len(layers):
+            raise ConfigError(f"pdarts: epochs ({epochs}) must split evenly into {len(layers)} stages")
+        self.layers, self.keep, self.dropout, self.warmup, self.max_skip = layers, keep, dropout, warmup, max_skip
+        self.stage_epochs = epochs // len(layers)
+
+    def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        super().setup(space, objective, seed=seed)
+        self.stage = 0
+        self.kept = {name: list(range(len(choice))) for name, choice in self.edges.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "stage": self.stage, "kept": self.kept}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage = int(state["stage"])
+        self.kept = {name: list(indices) for name, indices in state["kept"].items()}
+        super().load_state_dict(state)
+
+    def _stage_of(self, epoch: int) -> int:
+        return min(epoch // self.stage_epochs, len(self.layers) - 1)
+
+    def _advance(self) -> None:
+        """Enter the current epoch's stage: drop the weakest candidates, fresh alphas and Adam."""
+        while self.stage < self._stage_of(self.epoch):
+            weights = self.edge_weights()
+            last = self.stage + 1 == len(self.layers) - 1
+            for name, indices in self.kept.items():
+                none = [i for i in indices if self.edges[name].candidates[i] == "none"] if last else []
+                ranked = sorted(indices, key=lambda i: (i not in none, float(weights[name][i])), reverse=True)
+                self.kept[name] = sorted(ranked[: self.keep[self.stage]])
+            self.stage += 1
+            with torch.no_grad():
+                for alpha in self.alphas.values():
+                    alpha.copy_(self._init(len(alpha)))
+            self.optimizer = torch.optim.Adam(
+                self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
+            )
+
+    def _masked(self, alpha: Tensor, indices: list[int]) -> Tensor:
+        index = torch.as_tensor(indices)
+        return torch.zeros(len(alpha)).index_put((index,), torch.softmax(alpha[index], dim=-1))
+
+    def weights(self, step: StepKind) -> dict[str, Tensor]:
+        self._advance()
+        self._paths = {name: list(indices) for name, indices in self.kept.items()}
+        out = {name: self._masked(alpha, self.kept[name]) for name, alpha in self.alphas.items()}
+        return out if step == "arch" else {name: w.detach() for name, w in out.items()}
+
+    def edge_weights(self) -> dict[str, Tensor]:
+        return {name: self._masked(alpha.detach(), self.kept[name]) for name, alpha in self.alphas.items()}
+
+    def derived(self) -> Arch:
+        """DARTS' derivation, then at most ``max_skip`` skip connections in the normal cell."""
+        weights = self.edge_weights()
+        arch = super().derived()
+        while self._derive is not None and self._skips(arch) > self.max_skip:
+            skips = [
+                (float(w[k]), name, k)
+                for name, w in weights.items()
+                if name.startswith("normal.")
+                for k, value in enumerate(self.edges[name].candidates)
+                if value == "skip_connect" and float(w[k]) > 0
+            ]
+            _, name, k = min(skips)
+            weights[name][k] = 0.0
+            arch = self._derive(weights)
+        return arch
+
+    @staticmethod
+    def _skips(arch: Arch) -> int:
+        return sum(1 for key, value in arch.items() if key.startswith("normal.") and value == "skip_connect")
+
+    def supernet_options(self) -> dict[str, Any]:
+        return {"layers": self.layers[self._stage_of(self.epoch)]}
+
+    def op_dropout(self) -> dict[str, float]:
+        stage = self._stage_of(self.epoch)
+        epoch = self.epoch - stage * self.stage_epochs
+        if epoch < self.warmup:
+            rate = self.dropout[stage] * (self.stage_epochs - epoch - 1) / self.stage_epochs
+        else:
+            rate = self.dropout[stage] * math.exp(-(epoch - self.warmup) * 0.2)
+        return {"skip_connect": rate}
+
+    def step(self) -> None:
+        if self.epoch - self._stage_of(self.epoch) * self.stage_epochs < self.warmup:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        super().step()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "stage": self.stage, "kept": self.kept}
 
 
 @register("strategy", "gdas", tags=("differentiable",))

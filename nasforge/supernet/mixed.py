@@ -41,6 +41,7 @@ class LayerChoice(nn.Module):
         self.active: int | None = None
         self.weights: Tensor | None = None
         self.paths: frozenset[int] | None = None  # weighted mode: candidates allowed to run (None: all)
+        self.dropout: dict[int, float] = {}  # weighted mode, training: dropout on candidates' outputs
         self._chosen: nn.Module | None = None  # ops[active], kept to skip ModuleList indexing per call
 
     def activate(self, value: Value) -> None:
@@ -61,6 +62,11 @@ class LayerChoice(nn.Module):
         self.active = None
         object.__setattr__(self, "_chosen", None)
 
+    def set_dropout(self, rates: Mapping[Value, float]) -> None:
+        """Weighted mode, training: dropout of rate ``rates[value]`` on those candidates' outputs
+        (P-DARTS' dropout after skip connections); values not candidates here are ignored."""
+        self.dropout = {self.values.index(v): float(p) for v, p in rates.items() if v in self.values and p > 0}
+
     def restrict(self, indices: Sequence[int]) -> None:
         """Weighted mode: run only the candidates at ``indices`` (the others count as zero), even
         where their weight carries a gradient: GDAS's sampled op, ProxylessNAS' two sampled paths.
@@ -75,6 +81,11 @@ class LayerChoice(nn.Module):
             raise RuntimeError(f"choice {self.name!r} has no active candidate; call Supernet.activate first")
         return self.ops[self.active]
 
+    def path_op(self, index: int) -> nn.Module:
+        """The module computing candidate ``index`` on this choice's input, as a single path
+        runs and exports it (the candidate itself here; partial-channel choices wrap it)."""
+        return self.ops[index]
+
     def forward(self, *inputs: Tensor) -> Tensor:
         if self._chosen is not None:
             return self._chosen(*inputs)
@@ -85,7 +96,10 @@ class LayerChoice(nn.Module):
             if self.paths is not None and i not in self.paths:
                 continue
             if weight.requires_grad or weight.item() != 0:
-                term = weight * op(*inputs)
+                y = op(*inputs)
+                if i in self.dropout:
+                    y = nn.functional.dropout(y, self.dropout[i], self.training)
+                term = weight * y
                 out = term if out is None else out + term
         assert out is not None, f"{self.name}: every weight is zero"
         return out
@@ -189,7 +203,8 @@ class Supernet(nn.Module):
         memo: dict[int, object] = {}
         for _, module in self._choices:
             if id(module) not in memo:
-                frozen = module.chosen() if isinstance(module, LayerChoice) else _Frozen(int(module.active))  # type: ignore[arg-type]
+                active = int(module.active)  # type: ignore[arg-type]
+                frozen = module.path_op(active) if isinstance(module, LayerChoice) else _Frozen(active)
                 memo[id(module)] = copy.deepcopy(frozen, memo)
         return copy.deepcopy(self.network, memo)
 
