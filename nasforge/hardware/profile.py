@@ -1,0 +1,294 @@
+"""Profile a search space's primitive blocks on this machine into a latency table.
+
+:func:`profile_space` runs the space's supernet once to learn every choice's input shape, then
+times each distinct ``(candidate, input shape, output shape)`` module — the output shape tells a
+stride-2 block from a stride-1 one — on PyTorch (CPU with pinned threads, or CUDA): warm-up
+calls, then the median of timed repeats. The :class:`LatencyTable` it returns records the
+device (CPU model, threads, torch and NumPy versions), saves to and loads from JSON, merges with
+tables of other runs on the same device, and predicts an arch's latency as the naive sum of its
+blocks. :func:`measure_model` times a whole network the same way, to check the table.
+
+Example:
+    >>> table = profile_space(NB201Space(), (3, 32, 32))  # doctest: +SKIP
+    >>> table.save("nb201_cpu.json")  # doctest: +SKIP
+    >>> LatencyTable.load("nb201_cpu.json").predict(arch)  # doctest: +SKIP
+    4.2
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasforge.core.arch import Arch
+from nasforge.core.errors import ConfigError
+from nasforge.core.space import SearchSpace
+
+__all__ = [
+    "LatencyTable",
+    "device_description",
+    "measure_model",
+    "measure_energy",
+    "energy_counter",
+    "profile_space",
+    "table_vs_measured",
+    "NO_ENERGY_COUNTER",
+]
+
+NO_ENERGY_COUNTER = "this machine exposes no energy counter (no readable /sys/class/powercap/intel-rapl*/energy_uj)"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device: str = "cpu") -> dict[str, Any]:
+    """What the measurements ran on: device, CPU model, torch threads, library versions."""
+    description: dict[str, Any] = {
+        "device": device,
+        "cpu": _cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    if device.startswith("cuda"):
+        description["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return description
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+
+@torch.no_grad()
+def measure_model(
+    model: nn.Module, input_shape: Sequence[int], device: str = "cpu", warmup: int = 3, repeats: int = 10
+) -> float:
+    """Median latency (ms) of ``model`` on one batch of shape ``input_shape`` (batch included)."""
+    model = model.to(device).eval()
+    x = torch.randn(*input_shape, device=device)
+    for _ in range(warmup):
+        model(x)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def energy_counter() -> Path | None:
+    """The first readable RAPL package energy counter (µJ), or None."""
+    for path in sorted(glob.glob("/sys/class/powercap/intel-rapl*/energy_uj")):
+        try:
+            int(Path(path).read_text())
+            return Path(path)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@torch.no_grad()
+def measure_energy(model: nn.Module, input_shape: Sequence[int], repeats: int = 50) -> float | None:
+    """Mean package energy (mJ) of one forward on CPU from RAPL, or None without a counter.
+
+    The counter covers the whole CPU package, so other load on the machine inflates it.
+    """
+    counter = energy_counter()
+    if counter is None:
+        return None
+    model = model.eval()
+    x = torch.randn(*input_shape)
+    model(x)
+    before = int(counter.read_text())
+    for _ in range(repeats):
+        model(x)
+    used = int(counter.read_text()) - before  # µJ; the counter may wrap around: skip that run
+    return used / repeats / 1e3 if used >= 0 else None
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+@dataclass
+class LatencyTable:
+    """Per-block latencies of one space on one device; ``predict(arch)`` is their naive sum.
+
+    Attributes:
+        device: :func:`device_description` of where the blocks were measured.
+        input_shape: the network input the table was profiled for (batch included).
+        layers: one entry per choice module of the network, in forward order: its choice name
+            and, per candidate value, the key of its block.
+        blocks: block key -> median latency (ms). A key reads ``value|in shape|out shape``.
+        energy_mj: block key -> energy per forward (mJ) where a counter was readable.
+        overhead_ms: latency outside the choice blocks (stem, head, node sums, dispatch): the
+            median of measured minus summed latency over a few whole networks; 0 if uncalibrated.
+    """
+
+    device: dict[str, Any]
+    input_shape: list[int]
+    layers: list[dict[str, Any]]
+    blocks: dict[str, float]
+    energy_mj: dict[str, float] = field(default_factory=dict)
+    overhead_ms: float = 0.0
+
+    def keys(self, arch: Mapping[str, Any]) -> list[str]:
+        """The block key of each layer for ``arch``."""
+        try:
+            return [layer["blocks"][str(arch[layer["choice"]])] for layer in self.layers]
+        except KeyError as exc:
+            raise ConfigError(
+                f"the latency table has no block for {exc.args[0]!r} of this arch: {dict(arch)}"
+            ) from None
+
+    def predict(self, arch: Mapping[str, Any]) -> float:
+        """Latency (ms) of ``arch``: the naive sum of its choice blocks plus :attr:`overhead_ms`."""
+        missing = [key for key in self.keys(arch) if key not in self.blocks]
+        if missing:
+            raise ConfigError(f"the latency table has not measured block(s) {', '.join(sorted(set(missing)))}")
+        return self.overhead_ms + float(sum(self.blocks[key] for key in self.keys(arch)))
+
+    def merge(self, other: LatencyTable) -> LatencyTable:
+        """A table holding both tables' blocks (``other`` wins where both measured one).
+
+        Both must come from the same device (CPU, threads, device string) and network layout.
+        """
+        same = ("device", "cpu", "threads", "gpu")
+        if any(self.device.get(k) != other.device.get(k) for k in same):
+            raise ConfigError(
+                "cannot merge latency tables of different devices: "
+                f"{ {k: self.device.get(k) for k in same} } vs { {k: other.device.get(k) for k in same} }"
+            )
+        if self.layers != other.layers or self.input_shape != other.input_shape:
+            raise ConfigError("cannot merge latency tables of different networks (layers or input shape differ)")
+        return LatencyTable(
+            dict(self.device),
+            list(self.input_shape),
+            list(self.layers),
+            {**self.blocks, **other.blocks},
+            {**self.energy_mj, **other.energy_mj},
+            other.overhead_ms,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the table as JSON (atomically)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read a table written by :meth:`save`; a missing file is a clear error."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"latency table {path} does not exist; make one with `nasforge profile`")
+        data = json.loads(path.read_text())
+        return cls(**data)
+
+
+def _choice_inputs(
+    space: SearchSpace, supernet: nn.Module, input_shape: Sequence[int]
+) -> list[tuple[Any, tuple[int, ...]]]:
+    """Every choice module of the supernet with the shape of its input, in forward order."""
+    from nasforge.supernet.mixed import LayerChoice
+
+    seen: list[tuple[Any, tuple[int, ...]]] = []
+    hooks = [
+        module.register_forward_hook(lambda m, inputs, _out: seen.append((m, tuple(inputs[0].shape))))
+        for module in supernet.modules()
+        if isinstance(module, LayerChoice)
+    ]
+    try:
+        supernet.activate(space.sample(np.random.default_rng(0)))  # type: ignore[operator]
+        with torch.no_grad():
+            supernet.eval()(torch.zeros(*input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def profile_space(
+    space: SearchSpace,
+    input_shape: Sequence[int],
+    device: str = "cpu",
+    threads: int | None = 1,
+    warmup: int = 3,
+    repeats: int = 10,
+    calibrate: int = 3,
+) -> LatencyTable:
+    """Measure every distinct block of ``space``'s supernet at ``input_shape`` (batch included).
+
+    ``threads`` pins torch's CPU threads for the measurement (None leaves them). ``calibrate``
+    whole sampled networks are then timed to set :attr:`LatencyTable.overhead_ms` (0: none). The
+    space must offer ``supernet()`` (cell spaces such as ``nb201`` do).
+    """
+    if not hasattr(space, "supernet"):
+        raise ConfigError(f"{type(space).__name__} has no supernet(); profiling needs every candidate module")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        supernet = space.supernet()
+        layers: list[dict[str, Any]] = []
+        blocks: dict[str, float] = {}
+        energy: dict[str, float] = {}
+        for module, shape in _choice_inputs(space, supernet, input_shape):
+            keys = {}
+            for value, candidate in zip(module.values, module.ops, strict=True):
+                with torch.no_grad():
+                    out_shape = tuple(candidate.eval()(torch.zeros(*shape)).shape)
+                key = f"{value}|{_shape_text(shape)}|{_shape_text(out_shape)}"
+                keys[str(value)] = key
+                if key not in blocks:
+                    blocks[key] = measure_model(candidate, shape, device, warmup, repeats)
+                    mj = measure_energy(candidate, shape) if device == "cpu" else None
+                    if mj is not None:
+                        energy[key] = mj
+            layers.append({"choice": module.name, "blocks": keys})
+        table = LatencyTable(device_description(device), list(input_shape), layers, blocks, energy)
+        if calibrate:
+            rows = table_vs_measured(space, table, calibrate, seed=1, repeats=repeats, warmup=warmup)
+            table.overhead_ms = statistics.median(measured - summed for _, summed, measured in rows)
+        return table
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def table_vs_measured(
+    space: SearchSpace, table: LatencyTable, n: int, seed: int = 0, repeats: int = 10, warmup: int = 3
+) -> list[tuple[Arch, float, float]]:
+    """``n`` sampled archs with their table prediction and their measured end-to-end latency."""
+    rng = np.random.default_rng(seed)
+    device = str(table.device.get("device", "cpu"))
+    out = []
+    for _ in range(n):
+        arch = space.sample(rng)
+        measured = measure_model(space.build(arch), table.input_shape, device, warmup, repeats)
+        out.append((arch, table.predict(arch), measured))
+    return out
