@@ -348,6 +348,7 @@ def cmd_gen_config(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from nasforge.hardware.costmodels import evaluate
+    from nasforge.hardware.fitting import input_context
     from nasforge.hardware.profile import (
         NO_ENERGY_COUNTER,
         LatencyTable,
@@ -359,13 +360,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     options = yaml.safe_load(args.space_options) if args.space_options else {}
     if not isinstance(options, dict):
         raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
-    space = registry.create("space", args.space, options, where="--space")
     try:
         size = [int(d) for d in args.input_size.split(",")]
     except ValueError:
         raise ConfigError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}") from None
     if len(size) != 3:
         raise ConfigError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}")
+    space = registry.create("space", args.space, options, context=input_context(size), where="--space")
     table = profile_space(space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats)
     if args.merge:
         table = LatencyTable.load(args.merge).merge(table)
@@ -380,6 +381,44 @@ def cmd_profile(args: argparse.Namespace) -> int:
         console.print(f"table vs end-to-end on {args.check} sampled archs: Spearman {scores['spearman']:.3f}, "
                       f"within 10% {scores['within_10pct']:.2f}, mean measured/table "
                       f"{sum(m / p for _, p, m in rows) / len(rows):.2f}")
+    return 0
+
+
+def cmd_costmodel(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nasforge.hardware.costmodels import evaluate
+    from nasforge.hardware.fitting import FittedCostModel, fit_cost_model, measure_children
+    from nasforge.hardware.profile import LatencyTable
+
+    if args.action == "fit":
+        if not (args.space and args.table and args.out):
+            raise ConfigError("costmodel fit needs --space, --table and -o/--out")
+        options = yaml.safe_load(args.space_options) if args.space_options else {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
+        table = LatencyTable.load(args.table)
+        console.print(f"measuring {args.archs} sampled children end to end to fit {args.model!r}")
+        fitted = fit_cost_model(args.space, options, table, args.model, args.archs, seed=args.seed, repeats=args.repeats)
+        fitted.save(args.out)
+        scores = fitted.fit_scores
+        console.print(
+            f"wrote {args.out}; on its training archs: RMSE {scores['rmse']:.3f} ms, Spearman {scores['spearman']:.3f}, "
+            f"within ±10% {scores['within_10pct']:.2f}"
+        )
+        return 0
+    if not args.model_file:
+        raise ConfigError("costmodel eval needs the fitted model file: nasforge costmodel eval MODEL.pkl")
+    fitted = FittedCostModel.load(args.model_file)
+    archs, measured = measure_children(fitted.space(), fitted.table, args.archs, seed=args.seed + 1, repeats=args.repeats)
+    naive = np.array([fitted.table.predict(a) for a in archs])
+    report = Table(title=f"{fitted.name} vs the table's naive sum on {len(archs)} held-out children")
+    for column in ("model", "RMSE ms", "Spearman", "within ±10%"):
+        report.add_column(column)
+    for name, predicted in ((fitted.name, fitted.predict(archs)), ("naive sum", naive)):
+        scores = evaluate(measured, predicted)
+        report.add_row(name, f"{scores['rmse']:.3f}", f"{scores['spearman']:.3f}", f"{scores['within_10pct']:.2f}")
+    console.print(report)
     return 0
 
 
@@ -450,6 +489,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", help="an existing table (same device) to merge the new measurements into")
     p.add_argument("--check", type=int, default=0, metavar="N", help="also time N sampled whole networks against the table")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("costmodel", help="fit a latency cost model on measured children, or evaluate one")
+    p.add_argument("action", choices=["fit", "eval"])
+    p.add_argument("model_file", nargs="?", help="eval: the fitted model file")
+    p.add_argument("--space", help="fit: registered space, e.g. nb201")
+    p.add_argument("--space-options", help="fit: the space's options as YAML")
+    p.add_argument("--table", help="fit: latency table from `nasforge profile`")
+    p.add_argument("--model", default="linear_sum", help="naive_sum, linear_sum, linear_sum_count, mlp, lstm or gbt")
+    p.add_argument("--archs", type=int, default=50, help="children to measure end to end (default 50)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", help="fit: where to write the fitted model")
+    p.set_defaults(func=cmd_costmodel)
 
     p = sub.add_parser("registry", help="list registered components")
     p.add_argument("kind", nargs="?", choices=list(registry.KINDS), help="only this kind")

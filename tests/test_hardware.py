@@ -131,3 +131,23 @@ def test_profile_command_writes_a_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(LatencyTable.load(out).blocks) == 15
     assert "Spearman" in capsys.readouterr().out
     assert main([*argv[:-2], "--input-size", "3,8", "-o", str(out)]) == 2
+
+
+def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`nasforge costmodel fit` measures children and fits; `eval` compares with the naive sum."""
+    from nasforge.cli import main
+    from nasforge.hardware.fitting import FittedCostModel
+
+    table = tmp_path / "table.json"
+    space = ["--space", "nb201", "--space-options", "{C: 2, N: 1}"]
+    assert main(["profile", *space, "--input-size", "1,8,8", "-o", str(table), "--repeats", "2", "--warmup", "1"]) == 0
+    model = tmp_path / "cm.pkl"
+    assert main(["costmodel", "fit", *space, "--table", str(table), "--archs", "6", "--repeats", "2", "-o", str(model)]) == 0
+    fitted = FittedCostModel.load(model)
+    archs = [fitted.space().sample(np.random.default_rng(i)) for i in range(3)]
+    assert fitted.predict(archs).shape == (3,)
+    capsys.readouterr()
+    assert main(["costmodel", "eval", str(model), "--archs", "4", "--repeats", "2"]) == 0
+    assert "naive sum" in capsys.readouterr().out
+    assert main(["costmodel", "eval", str(tmp_path / "missing.pkl")]) == 2
+    assert main(["costmodel", "fit", "--space", "nb201"]) == 2

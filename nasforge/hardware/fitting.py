@@ -1,0 +1,119 @@
+"""Fit a cost model on measured whole networks: what ``nasforge costmodel fit|eval`` runs.
+
+A latency table gives each arch a sequence of blocks and their isolated costs
+(:class:`~nasforge.hardware.costmodels.BlockFeatures`); a few children measured end to end are the
+targets; any cost model of :mod:`nasforge.hardware.costmodels` learns the map, and is then judged
+on children it has not seen, next to the table's naive sum.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasforge.core import registry
+from nasforge.core.arch import Arch
+from nasforge.core.errors import CheckpointError
+from nasforge.core.space import SearchSpace
+from nasforge.hardware.costmodels import BlockFeatures, CostModel, evaluate, make_cost_model
+from nasforge.hardware.profile import LatencyTable, measure_model
+from nasforge.runner.checkpoint import atomic_write_bytes
+
+__all__ = ["input_context", "table_features", "measure_children", "FittedCostModel", "fit_cost_model"]
+
+
+def input_context(shape: Sequence[int]) -> dict[str, Any]:
+    """Space options implied by an input shape ``(C, H, W)`` or ``(N, C, H, W)``."""
+    channels, height, width = list(shape)[-3:]
+    return {"in_channels": int(channels), "input_size": (int(height), int(width))}
+
+
+def table_features(table: LatencyTable, archs: Sequence[Arch]) -> BlockFeatures:
+    """Each arch's block ids and isolated costs, in the table's layer order."""
+    vocabulary = {key: i for i, key in enumerate(sorted(table.blocks))}
+    keys = [table.keys(arch) for arch in archs]
+    tokens = np.array([[vocabulary[k] for k in row] for row in keys], dtype=np.int64)
+    costs = np.array([[table.blocks[k] for k in row] for row in keys], dtype=np.float64)
+    return BlockFeatures(tokens, costs, len(vocabulary))
+
+
+def measure_children(
+    space: SearchSpace, table: LatencyTable, n: int, *, seed: int, warmup: int = 3, repeats: int = 10
+) -> tuple[list[Arch], np.ndarray]:
+    """``n`` distinct sampled archs and their end-to-end latency (ms) on the table's device."""
+    rng = np.random.default_rng(seed)
+    archs: list[Arch] = []
+    seen: set[Arch] = set()
+    while len(archs) < n:
+        arch = space.sample_unseen(rng, seen)
+        if arch is None:
+            break
+        seen.add(arch)
+        archs.append(arch)
+    device = str(table.device.get("device", "cpu"))
+    measured = [measure_model(space.build(a), table.input_shape, device, warmup, repeats) for a in archs]
+    return archs, np.asarray(measured, dtype=np.float64)
+
+
+@dataclass
+class FittedCostModel:
+    """A cost model with what it was fitted for: the space, its options and the table."""
+
+    name: str
+    model: CostModel
+    space_type: str
+    space_options: dict[str, Any]
+    table: LatencyTable
+    fit_scores: dict[str, float] = field(default_factory=dict)
+
+    def space(self) -> SearchSpace:
+        """The space the model was fitted on."""
+        return registry.create("space", self.space_type, self.space_options, context=input_context(self.table.input_shape))
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Predicted latency (ms) of each arch."""
+        return self.model.predict(table_features(self.table, archs))
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (pickle: the model classes are ours and numpy/torch-backed)."""
+        atomic_write_bytes(Path(path), pickle.dumps(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedCostModel:
+        """Read a model written by :meth:`save`."""
+        try:
+            loaded = pickle.loads(Path(path).read_bytes())
+        except FileNotFoundError:
+            raise CheckpointError(f"cost model file {path} does not exist") from None
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable cost model ({type(exc).__name__})") from None
+        if not isinstance(loaded, cls):
+            raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a fitted cost model")
+        return loaded
+
+
+def fit_cost_model(
+    space_type: str,
+    space_options: dict[str, Any],
+    table: LatencyTable,
+    model_name: str,
+    n_archs: int,
+    *,
+    seed: int = 0,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> FittedCostModel:
+    """Measure ``n_archs`` children end to end and fit ``model_name`` on them."""
+    space = registry.create("space", space_type, space_options, context=input_context(table.input_shape), where="--space")
+    model = make_cost_model(model_name, seed=seed)
+    archs, measured = measure_children(space, table, n_archs, seed=seed, warmup=warmup, repeats=repeats)
+    features = table_features(table, archs)
+    model.fit(features, measured)
+    fitted = FittedCostModel(model_name, model, space_type, dict(space_options), table)
+    fitted.fit_scores = evaluate(measured, model.predict(features))
+    return fitted
