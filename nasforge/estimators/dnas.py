@@ -109,6 +109,8 @@ class DifferentiableSupernetEstimator(Estimator):
                 f"estimator 'dnas' trains a supernet, but space {_space_name(space)!r} has no supernet() method; "
                 "use a space that builds one (nb201, darts)"
             )
+        if callable(getattr(space, "require", None)):  # spaces whose supernet may lack a weighted mode
+            space.require("weighted", by="estimator 'dnas'")
         self.space = space
         self.order = order
         self.batch_size = batch_size
