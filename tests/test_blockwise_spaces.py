@@ -19,7 +19,6 @@ from nasforge.spaces.mobilenet_spaces import FBNET_BLOCKS, FBNetSpace, MnasNetSp
 from nasforge.supernet.mixed import LayerChoice
 
 SPACES = (ProxylessSpace, FBNetSpace, SPOSSpace, MnasNetSpace)
-HELP_FBNET = Path("/work/shared/data/fbnet/help_fbnet_latency_ms.csv.gz")
 
 
 @pytest.fixture(autouse=True)
@@ -79,11 +78,9 @@ def test_mnasnet_a1_matches_the_paper() -> None:
         space.parse("k3_e6x2-k5_e3_sex3-k3_e6x4-k3_e6_sex2-k5_e6_sex3-k3_e6x3")
 
 
-def test_fbnet_parses_the_help_archs_as_written() -> None:
-    if not HELP_FBNET.exists():
-        pytest.skip("HELP FBNet table not available")
+def test_fbnet_parses_the_help_archs_as_written(shared_data: Path) -> None:
     space = FBNetSpace()
-    with gzip.open(HELP_FBNET, "rt") as f:
+    with gzip.open(shared_data / "fbnet" / "help_fbnet_latency_ms.csv.gz", "rt") as f:
         rows = [row for _, row in zip(range(100), csv.DictReader(f), strict=False)]
     for row in rows:
         arch = space.parse(row["arch_ops"])

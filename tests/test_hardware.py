@@ -102,7 +102,7 @@ def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
         LatencyTable.load(tmp_path / "none.json")
 
 
-def test_latency_constrained_search_never_returns_an_infeasible_arch(small_table: tuple[NB201Space, Path]) -> None:
+def test_latency_constrained_search_never_returns_an_infeasible_arch(small_table: tuple[NB201Space, Path], shared_data: Path) -> None:
     space, path = small_table
     table = LatencyTable.load(path)
     latencies = sorted(table.predict(a) for a in (space.sample(np.random.default_rng(s)) for s in range(200)))
