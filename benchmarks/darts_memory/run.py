@@ -22,13 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "benchmarks.md"
+from nasforge.reporting import cpu_model, write_doc_section
+
 SECTION = "darts_memory"
 METHODS = ("darts", "pcdarts", "gdas", "proxyless")
 SPACES: dict[str, dict[str, Any]] = {
@@ -77,23 +76,8 @@ def measure(space_name: str, method: str, batch: int, steps: int) -> dict[str, f
     return {"peak_mib": peak, "growth_mib": peak - before, "ms": 1000 * statistics.median(times[1:])}
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (appended if missing), nothing else."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -141,7 +125,7 @@ def main() -> None:
     body = f"""## Differentiable search: memory and step time
 
 `{command}`
-({datetime.date.today().isoformat()}; {cpu_name()}, 1 thread of {os.cpu_count()} cores (shared with other jobs),
+({datetime.date.today().isoformat()}; {cpu_model()}, 1 thread of {os.cpu_count()} cores (shared with other jobs),
 torch {torch.__version__}, Python {platform.python_version()}).
 
 One first-order search step of the `dnas` estimator (architecture step on one batch of {args.batch}, then
@@ -155,7 +139,7 @@ the channels).
 """ + "\n".join(lines)
     print(body)
     if not args.no_docs:
-        write_section(body)
+        write_doc_section(SECTION, body)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import csv
 import datetime as dt
 import gzip
 import json
-import platform
 import re
 import time
 from collections import defaultdict
@@ -45,11 +44,10 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 
 from nasforge.hardware.costmodels import BlockFeatures, evaluate, make_cost_model
+from nasforge.reporting import cpu_model, write_doc_section
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
-DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- latency_devices:start -->", "<!-- latency_devices:end -->"
 NS = (10, 100, 900)
 COST_MODELS = ("linear_sum", "linear_sum_count", "gbt", "mlp", "lstm")
 SLOW = ("gbt", "mlp", "lstm")  # fitted on the first draw of SLOW_DEVICES only
@@ -210,16 +208,6 @@ def table(all_results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
 
 
 def main() -> None:
@@ -243,10 +231,7 @@ def main() -> None:
     print(body)
     if args.quick:
         return
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     section = (
         "## Latency cost models on 27 unmeasured devices (HELP NB201 and FBNet tables)\n\n"
         f"Command: `python benchmarks/latency_devices/run.py` — {dt.date.today().isoformat()}, {cpu}, "
@@ -259,7 +244,7 @@ def main() -> None:
         "Anchors: HELP ρ 0.932 at 10 samples, BRP-NAS 0.805 at 3,200, FLOPs 0.787. Per-device figures: "
         "`benchmarks/latency_devices/results.json`.\n\n" + body
     )
-    update_doc(section)
+    write_doc_section("latency_devices", section)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import argparse
 import datetime as dt
 import multiprocessing as mp
 import os
-import platform
-import re
 import tempfile
 import time
 from collections import defaultdict
@@ -32,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from nasforge.reporting import BENCHMARKS_DOC, machine_summary, write_doc_section
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
-DOC = REPO / "docs" / "benchmarks.md"
+
 IMG = REPO / "docs" / "img"
-START, END = "<!-- nb201_search:start -->", "<!-- nb201_search:end -->"
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
 BUDGETS = (50, 100, 150)
@@ -247,26 +246,8 @@ def _plot(dataset: str, runs: dict[str, list[dict[str, Any]]], optimum: float, p
     plt.close(fig)
 
 
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def _write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section.strip()}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = [
         "## NAS-Bench-201: search strategies\n",
         "Command: `python benchmarks/nb201_search/run.py`  ",
-        f"Machine: {_machine()}  ",
+        f"Machine: {machine_summary()}  ",
         f"Date: {dt.date.today().isoformat()}; {len(tasks)} searches in {search_seconds / 60:.1f} min "
         f"on {args.processes} worker processes (the machine was shared, so `s / run` is indicative).\n",
         "Each strategy, at its default options, searches the NB201 table through `run_search` on the 12-epoch "
@@ -333,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         table = nb201_table(dataset)  # type: ignore[arg-type]
         image = images / f"nb201_search_regret_{dataset}.png"
         _plot(dataset, runs, table.best_test_acc, image)
-        link = image.relative_to(DOC.parent).as_posix() if image.is_relative_to(DOC.parent) else str(image)
+        link = image.relative_to(BENCHMARKS_DOC.parent).as_posix() if image.is_relative_to(BENCHMARKS_DOC.parent) else str(image)
         parts += [
             f"### {dataset}\n",
             _single_table(dataset, runs, table.best_test_acc, table.oracle_test_acc),
@@ -361,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     section = "\n".join(parts)
     print(section)
     if not args.quick:
-        _write_doc(section)
-        print(f"\nupdated {DOC}")
+        write_doc_section("nb201_search", section)
+        print(f"\nupdated {BENCHMARKS_DOC}")
 
 
 if __name__ == "__main__":

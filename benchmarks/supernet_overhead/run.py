@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nasforge.reporting import cpu_model, write_doc_section
 from nasforge.spaces.nb201 import NB201Space
 from nasforge.supernet.rules import get_rule
 from nasforge.supernet.train import SupernetSettings, SupernetTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "supernet_overhead"
 #: The path: every op but ``none`` appears, so the hand-written cell below is its exact twin.
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -122,27 +122,8 @@ def measure(c: int, n: int, side: int, channels: int, steps: int, batch: int) ->
     return {"plain_ms": plain_ms, "supernet_ms": supernet_ms, "ratio": supernet_ms / plain_ms}
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (created if missing), nothing else."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -164,11 +145,11 @@ def main() -> None:
     table = "\n".join(
         f"| {label} | {r['plain_ms']:.2f} | {r['supernet_ms']:.2f} | {r['ratio']:.3f} |" for label, r in rows
     )
-    write_section(
+    write_doc_section(SECTION,
         f"""## Supernet training step overhead
 
 `{Path(__file__).relative_to(ROOT)} --steps {args.steps} --batch {args.batch} --threads {args.threads}`
-({datetime.date.today().isoformat()}; {cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores,
+({datetime.date.today().isoformat()}; {cpu_model()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores,
 torch {torch.__version__}, Python {platform.python_version()}; load average {load:.1f} at the start: the machine
 is shared, which is why the two sides alternate step by step).
 

@@ -36,6 +36,7 @@ from scipy import stats
 from nasforge.core import registry
 from nasforge.core.estimator import Context
 from nasforge.core.seeding import derive_seed
+from nasforge.reporting import cpu_model, write_doc_section
 from nasforge.runner.checkpoint import atomic_write_bytes
 from nasforge.spaces.nb201 import NB201Space
 from nasforge.tasks.data import DataSplits
@@ -43,7 +44,6 @@ from nasforge.tasks.training import TrainSettings, evaluate, seeded, train_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "supernet_ranking"
 DATA_DIR = ROOT.parent / "shared" / "data" / "fashion-mnist"
 
@@ -137,27 +137,8 @@ def compare(truth: dict[str, float], scores: dict[str, float], k: int = 5) -> di
     }
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (created if missing), nothing else."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(
@@ -170,7 +151,7 @@ def report(
     )
     return f"""## Supernet ranking quality
 
-`{command}` ({datetime.date.today().isoformat()}; {cpu_name()}, {os.cpu_count()} cores,
+`{command}` ({datetime.date.today().isoformat()}; {cpu_model()}, {os.cpu_count()} cores,
 {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, Python {platform.python_version()};
 load average {load:.1f} at the start (a shared machine); {total / 60:.0f} min in all, scratch training
 included unless cached).
@@ -225,7 +206,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(row), flush=True)
     if not (args.quick or args.no_docs):
         command = " ".join(["benchmarks/supernet_ranking/run.py", *(argv if argv is not None else sys.argv[1:])])
-        write_section(report(plan, command.strip(), rows, scratch, time.perf_counter() - started, load))
+        write_doc_section(SECTION, report(plan, command.strip(), rows, scratch, time.perf_counter() - started, load))
     return rows
 
 

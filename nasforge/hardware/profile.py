@@ -35,6 +35,7 @@ from torch import nn
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
+from nasforge.reporting import cpu_model
 
 __all__ = [
     "LatencyTable",
@@ -50,22 +51,13 @@ __all__ = [
 NO_ENERGY_COUNTER = "this machine exposes no energy counter (no readable /sys/class/powercap/intel-rapl*/energy_uj)"
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_description(device: str = "cpu") -> dict[str, Any]:
     """What the measurements ran on: device, CPU model, torch threads, library versions."""
     description: dict[str, Any] = {
         "device": device,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "numpy": np.__version__,
