@@ -20,8 +20,8 @@ reward). See ``configs/oneshot_enas.yaml`` for the controller settings that matc
 
 Files: the supernet, its optimiser and the stream position live in ``RUN_DIR/supernet/``, in
 two alternating slots written atomically, so a run killed at any moment resumes exactly (the
-estimator's own ``state_dict`` holds three counters). :func:`inherited_child` reads them back
-to give the child of an arch with its inherited weights, e.g. to fine-tune it.
+estimator's own ``state_dict`` holds a trial counter and a seed). :func:`inherited_child` reads
+them back to give the child of an arch with its inherited weights, e.g. to fine-tune it.
 """
 
 from __future__ import annotations
