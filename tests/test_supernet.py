@@ -295,8 +295,11 @@ def test_ranking_benchmark_quick_mode(shared_data: Path, tmp_path: Path, monkeyp
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     cache = tmp_path / "cache.json"
-    rows = module.main(["--quick", "--archs", "4", "--rules", "spos,rsps", "--cache", str(cache)])
+    doc = tmp_path / "benchmarks.md"
+    rows = module.main(["--quick", "--archs", "4", "--rules", "spos,rsps", "--cache", str(cache), "--doc", str(doc)])
     assert [row["rule"] for row in rows] == ["spos", "rsps"]
     assert all(-1 <= row["tau"] <= 1 and 0 <= row["top5"] <= 4 for row in rows)
     cached = yaml.safe_load(cache.read_text())  # JSON is YAML
     assert len(next(iter(cached.values()))) == 4
+    section = doc.read_text()
+    assert "<!-- supernet_ranking:start -->" in section and "| spos | 1 |" in section and "*parameter count*" in section
