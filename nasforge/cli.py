@@ -1,4 +1,4 @@
-"""The ``nasforge`` command: search, derive, train, test, export, eval-arch, plot, profile, registry, gen-config.
+"""The ``nasforge`` command: search, pipeline, derive, train, test, export, eval-arch, plot, profile, registry, gen-config.
 
 Every user mistake ends in a one-paragraph message on stderr and exit status 2, never a
 traceback; nothing already written by earlier runs is touched.
@@ -143,15 +143,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_and_report(experiment: Any, trial: Trial, out_dir: Path, quiet: bool) -> dict[str, float]:
+def _train_and_report(
+    experiment: Any, trial: Trial, out_dir: Path, quiet: bool, init_from: Path | None = None
+) -> dict[str, float]:
+    from nasforge.hardware.latency import find_latency_model
     from nasforge.runner.final import train_final
+    from nasforge.spaces.hparams import apply_hparams, hparams_of
     from nasforge.tasks.training import TrainSettings
 
     config = experiment.config
-    settings = TrainSettings.model_validate(config.train or {})
+    try:  # an arch with `hp.` choices (with_hparams, hpo spaces) trains with its own values
+        settings = apply_hparams(TrainSettings.model_validate(config.train or {}), hparams_of(trial.arch))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     assert config.data is not None
+    start = "from scratch" if init_from is None else f"from the weights of the supernet in {init_from}"
     console.print(
-        f"training the best arch on train+valid for {settings.epochs} epochs, then testing it once on the held-out test set"
+        f"training the arch {start} on train+valid for {settings.epochs} epochs, then testing it once on the held-out test set"
     )
     with Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
@@ -166,13 +174,47 @@ def _train_and_report(experiment: Any, trial: Trial, out_dir: Path, quiet: bool)
         metrics = train_final(
             experiment.space, config.space, experiment.data, config.data, trial.arch, settings,
             seed=config.seed, out_dir=out_dir, device=experiment.device, progress=progress,
+            latency=find_latency_model(experiment.space, experiment.estimator), init_from=init_from,
         )
     console.print(
         f"[bold green]test accuracy {metrics['test_acc']:.2f}%[/bold green] "
         f"(params {int(metrics['params']):,}, FLOPs {int(metrics['flops']):,}, trained in {metrics['train_seconds']:.1f} s); "
         f"model saved in [cyan]{out_dir}[/cyan] (nasforge test / nasforge export read it)"
     )
+    if "latency_measured_ms" in metrics:
+        console.print(
+            f"latency: predicted {metrics['latency_predicted_ms']:.3f} ms, measured {metrics['latency_measured_ms']:.3f} ms "
+            f"on this machine (measured/predicted {metrics['latency_measured_over_predicted']:.2f})"
+        )
     return metrics
+
+
+# -- pipeline --------------------------------------------------------------------------------
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from nasforge.runner.pipeline import load_pipeline, load_run, run_pipeline
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run(run_dir)
+    elif args.config:
+        config = load_pipeline(args.config)
+        run_dir = Path(args.run_dir) if args.run_dir else config.resolved_run_dir()
+    else:
+        raise ConfigError("give a pipeline config (nasforge pipeline CONFIG) or a run to resume (--resume RUN_DIR)")
+    _setup_logging(run_dir, args.verbose)
+    console.print(f"[bold]nasforge pipeline[/bold] {config.name}  ->  run directory [cyan]{run_dir}[/cyan]")
+
+    def on_trial(step: str, trial: Trial, result: SearchResult) -> None:
+        status = "failed" if not trial.values else f"{_fmt(trial.values[0])}"
+        log.info("step %s trial %d: %s", step, trial.number, status)
+
+    outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=console.print, on_trial=on_trial)
+    for step, values in outputs.items():
+        shown = {k: v for k, v in values.items() if k in ("best", "value", "hparams", "test_acc") and v != {}}
+        console.print(f"  {step}: " + ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in shown.items()))
+    return 0
 
 
 # -- derive / train / test / export / eval-arch ----------------------------------------------
@@ -206,7 +248,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     ]
     text = yaml.safe_dump({"archs": entries}, sort_keys=False)
     if args.output:
-        from nasforge.runner.checkpoint import atomic_write_bytes
+        from nasforge.core.atomic import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode())
         console.print(f"wrote the top {len(entries)} archs of {len(result.trials)} trials to {args.output}")
@@ -219,8 +261,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasforge.runner.config import load_config
     from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
 
-    if args.run:
-        config, run_dir = _load_run(Path(args.run))
+    init_from = Path(args.init_from) if args.init_from else None
+    run = args.run or (None if args.config else args.init_from)  # --init-from alone: that run's settings
+    if run:
+        config, run_dir = _load_run(Path(run))
         source = str(run_dir)
     elif args.config:
         config, run_dir, source = load_config(Path(args.config)), None, args.config
@@ -237,10 +281,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("give the arch to train (--arch TEXT or FILE); without --run there is no top-k to take it from")
         arch_text = str(run_dir / TOPK_FILE)
     arch = arch_from_text(experiment.space, arch_text, args.index)
-    out = Path(args.out) if args.out else (run_dir / "final" if run_dir else Path("runs") / f"{config.name}-train")
+    default_folder = "final" if init_from is None else "final-inherited"  # never over the search's own final model
+    out = Path(args.out) if args.out else (run_dir / default_folder if run_dir else Path("runs") / f"{config.name}-train")
     console.print(f"training {experiment.space.format(arch)}")
     trial = Trial(number=-1, arch=arch, seed=config.seed)
-    _train_and_report(experiment, trial, out, args.quiet)
+    _train_and_report(experiment, trial, out, args.quiet, init_from)
     return 0
 
 
@@ -295,7 +340,7 @@ def cmd_eval_arch(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from nasforge.plots import cell_text, plot_alphas
+    from nasforge.plots import cell_text, draw_cell, plot_alphas
     from nasforge.runner.loop import STORE_FILE
     from nasforge.runner.store import TrialStore
 
@@ -309,6 +354,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if trials:
             last = max(trials, key=lambda t: t.number)
             console.print(f"derived after trial {last.number}:\n{cell_text(last.arch)}")
+            drawn = draw_cell(last.arch, run_dir / "cell.png")
+            console.print(f"drew the cell: {', '.join(str(path) for path in drawn)}")
     return 0
 
 
@@ -334,7 +381,7 @@ def cmd_gen_config(args: argparse.Namespace) -> int:
     text = generate_config(args.space)
     parse_config(yaml.safe_load(text), "<generated config>")  # what we hand out must load
     if args.output:
-        from nasforge.runner.checkpoint import atomic_write_bytes
+        from nasforge.core.atomic import atomic_write_bytes
 
         atomic_write_bytes(Path(args.output), text.encode())
         console.print(f"wrote {args.output}")
@@ -347,12 +394,14 @@ def cmd_gen_config(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from nasforge.hardware.costmodels import evaluate
     from nasforge.hardware.fitting import input_context
     from nasforge.hardware.profile import (
-        NO_ENERGY_COUNTER,
         LatencyTable,
         energy_counter,
+        no_energy_counter_reason,
         profile_space,
         table_vs_measured,
     )
@@ -367,14 +416,23 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if len(size) != 3:
         raise ConfigError(f"--input-size must be C,H,W (e.g. 3,32,32), got {args.input_size!r}")
     space = registry.create("space", args.space, options, context=input_context(size), where="--space")
-    table = profile_space(space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats)
+    measure_energy = args.energy and args.device == "cpu" and energy_counter() is not None
+    if args.energy and not measure_energy:
+        reason = no_energy_counter_reason() if args.device == "cpu" else "energy not measured: RAPL counts CPU energy only"
+        console.print(reason, soft_wrap=True, markup=False)
+    table = profile_space(
+        space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats, energy=measure_energy
+    )
     if args.merge:
         table = LatencyTable.load(args.merge).merge(table)
     table.save(args.out)
     console.print(f"measured {len(table.blocks)} blocks on {table.device['cpu']} ({table.device['device']}, "
                   f"{table.device['threads']} thread(s)); wrote {args.out}")
-    if args.device == "cpu" and energy_counter() is None:
-        console.print(NO_ENERGY_COUNTER)
+    if measure_energy:
+        console.print(f"energy per forward of {len(table.energy_mj)} blocks from {energy_counter()}")
+    rng = np.random.default_rng(0)
+    p10, p50, p90 = np.percentile([table.predict(space.sample(rng)) for _ in range(1000)], [10, 50, 90])
+    console.print(f"predicted latency of 1,000 sampled archs: 10% {p10:.3f} ms, median {p50:.3f} ms, 90% {p90:.3f} ms")
     if args.check:
         rows = table_vs_measured(space, table, args.check, seed=2, repeats=args.repeats, warmup=args.warmup)
         scores = evaluate([m for _, _, m in rows], [p for _, p, _ in rows])
@@ -439,6 +497,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser("pipeline", help="run the steps of a pipeline config (search, tune, train), or resume one")
+    p.add_argument("config", nargs="?", help="the pipeline's YAML config")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the pipeline in RUN_DIR: finished steps are skipped")
+    p.add_argument("--run-dir", help="where the pipeline is written (default: the config's run_dir, else runs/<name>)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
+    p.set_defaults(func=cmd_pipeline)
+
     p = sub.add_parser("derive", help="write the top-K archs of a run to YAML")
     p.add_argument("run_dir")
     p.add_argument("-n", type=int, default=5, help="how many archs (default 5)")
@@ -451,7 +516,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="the arch (its notation or JSON), or a YAML file from derive/topk (default: the run's best)")
     p.add_argument("--index", type=int, default=0, help="which arch of a YAML file (default 0, the best)")
     p.add_argument("--epochs", type=int, help="override the number of training epochs")
-    p.add_argument("--out", help="model folder to write (default: RUN_DIR/final)")
+    p.add_argument(
+        "--init-from", metavar="RUN_DIR",
+        help="fine-tune from the weights the arch inherits from this one-shot run's supernet "
+        "(also the default --run, and its best arch the default --arch)",
+    )
+    p.add_argument("--out", help="model folder to write (default: RUN_DIR/final, RUN_DIR/final-inherited with --init-from)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -488,6 +558,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per block; the median is kept")
     p.add_argument("--merge", help="an existing table (same device) to merge the new measurements into")
     p.add_argument("--check", type=int, default=0, metavar="N", help="also time N sampled whole networks against the table")
+    p.add_argument("--energy", action="store_true", help="also record each block's energy from the CPU's RAPL counter")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("costmodel", help="fit a latency cost model on measured children, or evaluate one")

@@ -27,8 +27,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import NasforgeError
-from nasforge.runner.checkpoint import atomic_write_bytes
 
 __all__ = ["ExportError", "export_model", "generate_source"]
 

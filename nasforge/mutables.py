@@ -23,6 +23,11 @@ candidate holding it, so two archs differing only in an inactive choice build th
 
 **Defaults.** Before any arch is set, a model runs its first LayerChoice candidate, input 0, the
 largest value of each ValueChoice and the largest depth of each Repeat, so it is usable as is.
+
+**Handlers** (ModularNAS' parameter handlers, Lin et al., MLSys 2021): a :class:`Handler` attached
+to a LayerChoice is told when an arch changes its value (``on_choice_changed``) and when it is
+frozen into a child (``on_freeze``), and may transform the module then: inherit weights,
+re-initialise. :mod:`nasforge.convert` provides the built-in ones.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from nasforge.core.space import SearchSpace
 from nasforge.supernet import mixed
 
 __all__ = [
+    "Handler",
     "ValueChoice",
     "LayerChoice",
     "InputChoice",
@@ -53,6 +59,7 @@ __all__ = [
     "activate",
     "collect_choices",
     "freeze",
+    "reset_parameters",
 ]
 
 
@@ -123,19 +130,53 @@ def _only_choices(*values: object) -> list[ValueChoice]:
     return [v for v in values if isinstance(v, ValueChoice)]
 
 
-class LayerChoice(mixed.LayerChoice, _Mutable):
-    """One op among ``candidates`` (a list: values are indices 0..n-1; a dict: values are its keys)."""
+class Handler:
+    """Reacts to a :class:`LayerChoice`'s events; subclass and override what you need.
 
-    def __init__(self, candidates: Sequence[nn.Module] | Mapping[str, nn.Module], label: str) -> None:
+    Handlers are shared, not copied, when a model is deep-copied (a supernet, a frozen child), so
+    they should hold no per-model state.
+    """
+
+    def on_choice_changed(self, choice: LayerChoice, value: Value) -> None:
+        """``choice`` now runs candidate ``value`` (a different one than before)."""
+
+    def on_freeze(self, choice: LayerChoice, module: nn.Module, *, fresh: bool) -> None:
+        """``module`` is what ``choice`` froze to, inside a child; change it in place.
+
+        ``fresh`` is True for :meth:`ModelSpace.build` (the child was just re-initialised) and
+        False for :func:`freeze` and supernet export (the child keeps the model's weights).
+        """
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Handler:
+        return self
+
+
+class LayerChoice(mixed.LayerChoice, _Mutable):
+    """One op among ``candidates`` (a list: values are indices 0..n-1; a dict: values are its keys).
+
+    ``handlers`` are told of value changes and freezes (see :class:`Handler`).
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[nn.Module] | Mapping[str, nn.Module],
+        label: str,
+        handlers: Sequence[Handler] = (),
+    ) -> None:
         named = dict(candidates) if isinstance(candidates, Mapping) else dict(enumerate(candidates))
         super().__init__(label, named)
         self.activate(self.values[0])
+        self.handlers = list(handlers)
 
     def mutable_choices(self) -> list[Choice]:
         return [Choice(self.name, tuple(self.values))]
 
     def set_arch(self, arch: Mapping[str, Value]) -> None:
+        before = self.active
         self.activate(arch[self.name])
+        if self.active != before:
+            for handler in self.handlers:
+                handler.on_choice_changed(self, arch[self.name])
 
     def frozen(self, memo: dict[int, object]) -> nn.Module:
         return copy.deepcopy(self.path_op(int(self.active)), memo)  # type: ignore[arg-type]
@@ -337,14 +378,39 @@ def freeze(model: nn.Module, arch: Mapping[str, Value]) -> nn.Module:
     LayerChoice -> the chosen op, InputChoice -> a fixed pick, value layers -> ``nn.Conv2d`` /
     ``nn.Linear`` / ``nn.BatchNorm2d`` with the sliced weights, Repeat -> ``nn.Sequential`` of the
     first ``depth`` blocks. The copy shares no tensor with ``model`` and holds no mutable.
+    Handlers see ``on_freeze(..., fresh=False)``.
     """
+    child, frozen = _frozen_copy(model, arch)
+    _notify_freeze(model, child, frozen, fresh=False)
+    return child
+
+
+def _frozen_copy(model: nn.Module, arch: Mapping[str, Value]) -> tuple[nn.Module, dict[int, object]]:
+    """The frozen child, and what each mutable (by ``id``) froze to."""
     activate(model, arch)
     memo: dict[int, object] = {}
     for _, module in reversed(list(_mutables(model))):  # innermost first: parents copy their frozen children
         memo[id(module)] = module.frozen(memo)
     if isinstance(model, _Mutable):
-        return memo[id(model)]  # type: ignore[return-value]
-    return copy.deepcopy(model, memo)
+        return memo[id(model)], memo  # type: ignore[return-value]
+    return copy.deepcopy(model, memo), memo
+
+
+def _notify_freeze(model: nn.Module, child: nn.Module, frozen: Mapping[int, object], *, fresh: bool) -> None:
+    """Tell the handlers of every LayerChoice whose frozen module made it into ``child``."""
+    in_child = {id(module) for module in child.modules()}
+    for _, module in _mutables(model):
+        if isinstance(module, LayerChoice) and id(frozen[id(module)]) in in_child:
+            for handler in module.handlers:
+                handler.on_freeze(module, frozen[id(module)], fresh=fresh)  # type: ignore[arg-type]
+
+
+def reset_parameters(module: nn.Module) -> None:
+    """Re-initialise every submodule of ``module`` that has ``reset_parameters`` (global torch RNG)."""
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def _not_weighted(model: nn.Module) -> list[str]:
@@ -410,17 +476,29 @@ class ModelSpace(SearchSpace):
 
     def build(self, arch: Arch) -> nn.Module:
         """The frozen child with fresh weights (``reset_parameters`` under the global torch RNG,
-        which estimators seed per trial); parameters outside resettable modules keep the model's."""
-        child = freeze(self.model, self.validate(arch))
-        for module in child.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
+        which estimators seed per trial); parameters outside resettable modules keep the model's.
+        Handlers then see ``on_freeze(..., fresh=True)`` (e.g. to inherit the original's weights)."""
+        child, frozen = _frozen_copy(self.model, self.validate(arch))
+        reset_parameters(child)
+        _notify_freeze(self.model, child, frozen, fresh=True)
         return child
 
     def supernet(self) -> MutableSupernet:
         """A copy of the model as a supernet (each call starts from the model's own weights)."""
         return MutableSupernet(copy.deepcopy(self.model))
+
+    def elastic_kinds(self) -> dict[str, str]:
+        """Each elastic choice's dimension (``kernel``, ``depth``, ``width``), for progressive
+        shrinking (the ``ofa`` estimator); ConfigError when the model holds no elastic layer."""
+        from nasforge.supernet.elastic import elastic_kinds  # elastic layers build on this module
+
+        kinds = elastic_kinds(self.model)
+        if not kinds:
+            raise ConfigError(
+                "this model space holds no elastic layer (ElasticConv2d, ElasticBatchNorm2d, ElasticSequential, "
+                "Repeat); make one with nasforge.convert.convert(model, rule, width=[...], depth=True)"
+            )
+        return dict(kinds)
 
     def supports(self, mode: Mode) -> bool:
         """Whether the supernet runs in ``mode``: ``single`` always; ``weighted`` (differentiable

@@ -3,12 +3,17 @@
 :func:`plot_alphas` reads ``RUN_DIR/alphas.jsonl`` (written by the ``dnas`` estimator) and draws
 one heatmap per epoch shown, candidates x edges. matplotlib is an optional dependency, imported
 only here. :func:`cell_text` needs nothing: it writes an arch's edges as a text graph.
+:func:`draw_cell` draws the cells as graphs with graphviz's ``dot`` where it is installed, and
+otherwise leaves the graphviz source (``.dot``) and the text form, so it never fails for want
+of graphviz.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ from typing import Any
 from nasforge.core.arch import Arch
 from nasforge.core.errors import NasforgeError
 
-__all__ = ["read_alphas", "plot_alphas", "cell_text"]
+__all__ = ["read_alphas", "plot_alphas", "cell_text", "cell_dot", "draw_cell"]
 
 
 def read_alphas(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -77,12 +82,9 @@ _EDGE = re.compile(r"^(?:(?P<cell>.+)\.)?(?P<node>\d+)<-(?P<source>\d+)$")
 _SLOT = re.compile(r"^(?P<cell>.+)\.n(?P<node>\d+)\.(?P<kind>in|op)(?P<slot>\d+)$")
 
 
-def cell_text(arch: Arch | Mapping[str, Any]) -> str:
-    """An arch's cell(s) as text, one line per node: ``node 2 <- 0 (sep_conv_3x3), 1 (skip)``.
-
-    Understands NB201-style edge choices (``"i<-j"``, ``none`` edges left out) and DARTS node
-    choices (``"normal.n2.in0"`` ... ``"op1"``); other choices are listed as ``name = value``.
-    """
+def _cells(arch: Arch | Mapping[str, Any]) -> tuple[dict[str, dict[int, list[tuple[int, str]]]], list[str]]:
+    """An arch's cells as ``{cell: {node: [(input, op), ...]}}`` (``none`` edges left out), and
+    its other choices as ``name = value`` lines."""
     cells: dict[str, dict[int, list[tuple[int, str]]]] = {}
     slots: dict[tuple[str, int, str], dict[str, Any]] = {}
     other: list[str] = []
@@ -98,6 +100,16 @@ def cell_text(arch: Arch | Mapping[str, Any]) -> str:
             other.append(f"{name} = {value}")
     for (cell, node, _), slot in sorted(slots.items()):
         cells.setdefault(cell, {}).setdefault(node, []).append((int(slot["in"]), str(slot["op"])))
+    return cells, other
+
+
+def cell_text(arch: Arch | Mapping[str, Any]) -> str:
+    """An arch's cell(s) as text, one line per node: ``node 2 <- 0 (sep_conv_3x3), 1 (skip)``.
+
+    Understands NB201-style edge choices (``"i<-j"``, ``none`` edges left out) and DARTS node
+    choices (``"normal.n2.in0"`` ... ``"op1"``); other choices are listed as ``name = value``.
+    """
+    cells, other = _cells(arch)
     lines: list[str] = []
     for cell, nodes in cells.items():
         lines.append(f"{cell}:")
@@ -106,3 +118,52 @@ def cell_text(arch: Arch | Mapping[str, Any]) -> str:
             for node, inputs in sorted(nodes.items())
         ]
     return "\n".join(lines + other)
+
+
+def cell_dot(arch: Arch | Mapping[str, Any]) -> str:
+    """Graphviz source of an arch's cells: one cluster per cell, an arrow per kept edge labelled
+    with its op; other choices (a blockwise arch's layers) as a chain of boxes."""
+    cells, other = _cells(arch)
+    lines = ["digraph cells {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor=lightblue];']
+    for k, (cell, nodes) in enumerate(cells.items()):
+        lines += [f"  subgraph cluster_{k} {{", f'    label="{cell}";']
+        names = sorted({n for node, inputs in nodes.items() for n in (node, *(src for src, _ in inputs))})
+        lines += [f'    "{cell}.{n}" [label="{n}"];' for n in names]
+        lines += [
+            f'    "{cell}.{src}" -> "{cell}.{node}" [label="{op}"];'
+            for node, inputs in sorted(nodes.items())
+            for src, op in sorted(inputs)
+        ]
+        lines.append("  }")
+    for i, line in enumerate(other):
+        lines.append(f'  other{i} [label="{line}", fillcolor=white];')
+        if i:
+            lines.append(f"  other{i - 1} -> other{i};")
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def draw_cell(arch: Arch | Mapping[str, Any], output: str | Path) -> list[Path]:
+    """Draw an arch's cells to ``output`` (e.g. ``cell.png``) with graphviz's ``dot``.
+
+    Always writes the graphviz source beside it (``.dot``); where ``dot`` is not installed or
+    fails, writes the text form (``.txt``, :func:`cell_text`) instead of the image, so it never
+    fails for want of graphviz.
+
+    Returns:
+        The files written.
+    """
+    output = Path(output)
+    source = output.with_suffix(".dot")
+    source.write_text(cell_dot(arch))
+    dot = shutil.which("dot")
+    if dot is not None:
+        fmt = output.suffix.lstrip(".") or "png"
+        try:
+            done = subprocess.run([dot, f"-T{fmt}", str(source), "-o", str(output)], capture_output=True, timeout=60)
+            if done.returncode == 0 and output.is_file():
+                return [source, output]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    text = output.with_suffix(".txt")
+    text.write_text(cell_text(arch) + "\n")
+    return [source, text]

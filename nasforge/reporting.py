@@ -28,16 +28,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_summary() -> str:
-    """``CPU, N cores, Python x, torch y``: the machine line every benchmark reports."""
+def machine_summary(device: str = "cpu") -> str:
+    """The machine line every benchmark reports: ``CPU, N cores, Python x, torch y``.
+
+    For a CUDA ``device`` (``"cuda"``, ``"cuda:1"``) the GPU comes first, with its memory and
+    the CUDA version torch was built with, since it, not the CPU, decides the timings:
+    ``GPU (80 GiB), CUDA 12.4, on CPU, N cores, Python x, torch y``.
+    """
     import torch
 
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    host = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    if torch.device(device).type != "cuda":
+        return host
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, on {host}"
 
 
 def write_doc_section(section: str, body: str, path: Path = BENCHMARKS_DOC) -> None:
     """Replace section ``section`` of ``path`` with ``body`` (appended when absent), atomically."""
-    from nasforge.runner.checkpoint import atomic_write_bytes
+    from nasforge.core.atomic import atomic_write_bytes
 
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"

@@ -89,15 +89,26 @@ def test_fbnet_parses_the_help_archs_as_written(shared_data: Path) -> None:
         assert "-".join(map(str, indices)) == row["arch"]
 
 
-def test_fbnet_named_archs_cost_as_published() -> None:
-    space_a = FBNetSpace(head_width=1504)  # FBNet-A's published head
-    model = space_a.build(space_a.named("fbnet_a"))
-    assert count_params(model) == pytest.approx(4.3e6, rel=0.01)
-    assert count_macs(model, (3, 224, 224)) == pytest.approx(249e6, rel=0.01)
-    space = FBNetSpace()
-    assert count_macs(space.build(space.named("fbnet_b")), (3, 224, 224)) == pytest.approx(295e6, rel=0.01)
-    assert count_macs(space.build(space.named("fbnet_c")), (3, 224, 224)) == pytest.approx(375e6, rel=0.03)
-    assert count_params(space.build(space.named("fbnet_c"))) == pytest.approx(5.5e6, rel=0.02)
+# The paper's (Wu et al. 2019, Table 3) parameters and FLOPs (multiply-adds) of FBNet-A/B/C, and
+# the tolerance each meets. The block sequences are those of the released models (mobile-vision's
+# fbnet_a/b/c; our FBNet-C is timm's fbnetc_100, 5.57M / 385M). From them FBNet-B has 4.81M
+# parameters, not 4.5M: no consistent reading reaches 4.5M with 295M FLOPs (dropping the 1x1
+# expansion of e1 blocks, as mobile-vision's IRFBlock does, gives 4.75M / 281M; FBNet-A's 1504
+# head gives 4.16M / 288M), so B's parameters get 7%. C's FLOPs are 2.7% above the paper's.
+FBNET_PAPER = {
+    "fbnet_a": (4.3e6, 249e6, 0.01, 0.01),
+    "fbnet_b": (4.5e6, 295e6, 0.07, 0.01),
+    "fbnet_c": (5.5e6, 375e6, 0.02, 0.03),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FBNET_PAPER))
+def test_fbnet_named_archs_cost_as_published(name: str) -> None:
+    params, macs, params_tolerance, macs_tolerance = FBNET_PAPER[name]
+    space = FBNetSpace(head_width=1504 if name == "fbnet_a" else 1984)  # FBNet-A's published head is 1504 wide
+    model = space.build(space.named(name))
+    assert count_params(model) == pytest.approx(params, rel=params_tolerance)
+    assert count_macs(model, (3, 224, 224)) == pytest.approx(macs, rel=macs_tolerance)
 
 
 def test_mbconv_counts_by_hand() -> None:

@@ -28,6 +28,7 @@ from nasforge.strategies.differentiable import GDAS, PCDARTS, PDARTS
 from nasforge.supernet.dnas import unrolled_gradient
 from nasforge.supernet.mixed import LayerChoice, Supernet
 from nasforge.supernet.partial import PartialChannelChoice, PartialChannelOp
+from nasforge.supernet.train import as_tensors
 from nasforge.tasks.data import DataSplits
 from nasforge.testing import ToySpace
 
@@ -79,7 +80,7 @@ def strategy(name: str, space: SearchSpace, seed: int = 0, **options: object) ->
 def test_search_epochs_move_alphas_towards_the_better_op(name: str) -> None:
     torch.manual_seed(0)
     space = OneEdgeSpace()
-    arch = strategy(name, space, epochs=10, lr=0.05)  # a large architecture lr: a few steps suffice
+    arch = strategy(name, space, epochs=10, adam={"lr": 0.05})  # a large architecture lr: a few steps suffice
     estimator = DifferentiableSupernetEstimator(space, batch_size=32)
     ctx = Context(space=space, data=synthetic_data(), arch_parameters=arch)
     before = arch.snapshot()["probs"]["op"][2]
@@ -110,7 +111,7 @@ def partial_data(k: int, n: int = 512) -> DataSplits:
 def test_pcdarts_moves_alphas_towards_the_better_op() -> None:
     torch.manual_seed(0)
     space = PartialOneEdgeSpace()
-    arch = strategy("pcdarts", space, epochs=10, lr=0.05, warmup=0, partial_channels=2)
+    arch = strategy("pcdarts", space, epochs=10, adam={"lr": 0.05}, warmup=0, partial_channels=2)
     estimator = DifferentiableSupernetEstimator(space, batch_size=32)
     ctx = Context(space=space, data=partial_data(2), arch_parameters=arch)
     before = arch.snapshot()["probs"]["op"][2]
@@ -126,7 +127,7 @@ def test_pcdarts_moves_alphas_towards_the_better_op() -> None:
 
 def test_pcdarts_warmup_leaves_the_alphas_alone() -> None:
     space = PartialOneEdgeSpace()
-    arch = strategy("pcdarts", space, epochs=4, lr=0.05, warmup=1, partial_channels=2)
+    arch = strategy("pcdarts", space, epochs=4, adam={"lr": 0.05}, warmup=1, partial_channels=2)
     estimator = DifferentiableSupernetEstimator(space, batch_size=32)
     ctx = Context(space=space, data=partial_data(2), arch_parameters=arch)
     before = [t.detach().clone() for t in arch.parameters()]
@@ -139,7 +140,7 @@ def test_pcdarts_warmup_leaves_the_alphas_alone() -> None:
 def test_pcdarts_normalises_edges_per_node_and_derives_by_the_products() -> None:
     darts = DartsSpace(C=8, layers=3, supernet_C=8, supernet_layers=3)
     pc = strategy("pcdarts", darts, epochs=2)
-    assert isinstance(pc, PCDARTS) and pc.partial_channels == 4 and pc.warmup == 15 and pc.lr == 6e-4
+    assert isinstance(pc, PCDARTS) and pc.partial_channels == 4 and pc.warmup == 15 and pc.adam.lr == 6e-4
     assert len(pc.parameters()) == 2 * 14 + 2 * 4  # alphas per edge, betas per node
     weights = pc.weights("weights")
     for node in range(2, 6):
@@ -254,7 +255,7 @@ def test_second_order_gradient_matches_the_exact_unrolled_gradient() -> None:
 def test_second_order_search_moves_alphas_towards_the_better_op() -> None:
     torch.manual_seed(0)
     space = OneEdgeSpace()
-    arch = strategy("darts", space, epochs=3, lr=0.05)
+    arch = strategy("darts", space, epochs=3, adam={"lr": 0.05})
     estimator = DifferentiableSupernetEstimator(space, order=2, batch_size=32)
     ctx = Context(space=space, data=synthetic_data(), arch_parameters=arch)
     estimator.update(ctx)
@@ -361,7 +362,9 @@ def test_pdarts_deepens_the_supernet_and_drops_the_weakest_ops_per_stage() -> No
     estimator.update(ctx)
     assert estimator.supernet is first and pd.stage == 0
     before = pd.edge_weights()
+    assert pd.weight_schedule() == (0, 2)  # the weights' cosine restarts with each stage
     estimator.update(ctx)  # stage 2: 2 cells, fresh weights, 3 ops per edge, none dropped first
+    assert estimator.optimizer.param_groups[0]["lr"] == estimator.lr  # type: ignore[union-attr]
     assert pd.stage == 1 and len(estimator.supernet.network.cells) == 2  # type: ignore[union-attr]
     for name, kept in pd.kept.items():
         ranked = sorted(range(1, 8), key=lambda i: -float(before[name][i]))
@@ -438,3 +441,245 @@ def test_plot_command_draws_a_pcdarts_search_and_prints_its_cell(
     out = capsys.readouterr().out
     assert "derived after trial 2" in out and cell_text(final) in out
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+# -- FBNet -------------------------------------------------------------------------------------
+
+
+class SameOutputSpace(OneEdgeSpace):
+    """Three candidates computing the same thing at different costs: only latency tells them apart."""
+
+    values = ("cheap", "mid", "dear")
+
+    def supernet(self) -> Supernet:
+        return Supernet(nn.Sequential(LayerChoice("op", {v: Scale(1.0) for v in self.values})))
+
+
+def latency_table(path: Path, costs: Mapping[str, float], overhead: float = 0.0) -> Path:
+    """A one-layer latency table (as `nasforge profile` writes them) for the ``op`` choice."""
+    from nasforge.hardware.profile import LatencyTable
+
+    blocks = {f"{value}|1x10|1x10": cost for value, cost in costs.items()}
+    layers = [{"choice": "op", "blocks": {value: f"{value}|1x10|1x10" for value in costs}}]
+    LatencyTable({"device": "cpu"}, [1, 10], layers, blocks, overhead_ms=overhead).save(path)
+    return path
+
+
+def _fbnet_search(space: SearchSpace, table: Path, epochs: int = 3) -> list[float]:
+    torch.manual_seed(0)
+    arch = strategy("fbnet", space, epochs=10, warmup=0.0, latency_table=str(table), adam={"lr": 0.05})
+    estimator = DifferentiableSupernetEstimator(space, batch_size=32)
+    ctx = Context(space=space, data=synthetic_data(), arch_parameters=arch)
+    for _ in range(epochs):
+        estimator.update(ctx)
+    return arch.snapshot()["probs"]["op"]
+
+
+def test_fbnet_moves_towards_cheaper_blocks_when_latency_dominates(tmp_path: Path) -> None:
+    probs = _fbnet_search(SameOutputSpace(), latency_table(tmp_path / "t.json", {"cheap": 2, "mid": 20, "dear": 200}))
+    assert probs[0] > probs[1] > probs[2], probs
+
+
+def test_fbnet_moves_towards_better_blocks_when_cross_entropy_dominates(tmp_path: Path) -> None:
+    probs = _fbnet_search(OneEdgeSpace(), latency_table(tmp_path / "t.json", dict.fromkeys(OneEdgeSpace.values, 5.0)))
+    assert probs[2] == max(probs) and probs[2] > 1 / 3, probs
+
+
+def test_fbnet_latency_loss_is_the_tables_expectation_and_differentiable(tmp_path: Path) -> None:
+    costs = {"zero": 3.0, "negate": 7.0, "copy": 11.0}
+    table = latency_table(tmp_path / "t.json", costs, overhead=2.0)
+    fb = strategy("fbnet", OneEdgeSpace(), latency_table=str(table))
+    assert fb.arch_fraction == 0.2 and fb.tau == 5.0 and fb.warmup_epochs == 9 and fb.adam.lr == 0.01  # type: ignore[attr-defined]
+    fb.epoch = 1  # type: ignore[misc]
+    assert fb.tau == pytest.approx(5.0 * np.exp(-0.045))  # type: ignore[attr-defined]
+    with torch.no_grad():
+        fb.parameters()[0].copy_(torch.tensor([0.3, -0.2, 0.5]))
+    probs = torch.softmax(fb.parameters()[0].detach(), 0)
+    expected = fb.expected_latency().detach()  # type: ignore[attr-defined]
+    assert float(expected) == pytest.approx(2.0 + float((probs * torch.tensor([3.0, 7.0, 11.0])).sum()), rel=1e-6)
+    one_hot = {"op": torch.tensor([0.0, 0.0, 1.0])}
+    assert float(fb.expected_latency(one_hot)) == pytest.approx(13.0)  # type: ignore[attr-defined]
+    mask = fb.weights("arch")["op"]  # a Gumbel-softmax sample: the loss prices this mixture
+    ce = torch.tensor(1.7)
+    loss = fb.loss(ce)
+    lat = 2.0 + float((mask.detach() * torch.tensor([3.0, 7.0, 11.0])).sum())
+    assert float(loss.detach()) == pytest.approx(1.7 * 0.2 * np.log(lat) ** 0.6, rel=1e-5)
+    loss.backward()
+    grad = fb.parameters()[0].grad
+    assert grad is not None and bool((grad != 0).all())
+
+
+def test_fbnet_rejects_tables_and_spaces_it_cannot_use(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        strategy("fbnet", OneEdgeSpace(), latency_table=str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="edge weights"):
+        strategy("fbnet", _tiny_darts())
+    fb = strategy(
+        "fbnet", OneEdgeSpace(), latency_table=str(latency_table(tmp_path / "t.json", dict.fromkeys("abc", 0.5)))
+    )
+    with pytest.raises(ConfigError):  # the table's candidates are not the space's
+        fb.expected_latency()  # type: ignore[attr-defined]
+    fb = strategy(
+        "fbnet",
+        OneEdgeSpace(),
+        latency_table=str(latency_table(tmp_path / "u.json", dict.fromkeys(OneEdgeSpace.values, 0.5))),
+    )
+    with pytest.raises(ConfigError, match="latency_unit below"):
+        fb.expected_latency()  # type: ignore[attr-defined]
+
+
+# -- CDARTS ------------------------------------------------------------------------------------
+
+
+def test_cdarts_architecture_step_descends_the_cyclic_loss() -> None:
+    torch.manual_seed(0)
+    space = OneEdgeSpace()
+    cd = strategy("cdarts", space, epochs=4, warmup=0, adam={"lr": 0.01})
+    estimator = DifferentiableSupernetEstimator(space, batch_size=32)
+    data = synthetic_data()
+    ctx = Context(space=space, data=data, arch_parameters=cd)
+    estimator._ensure(ctx, cd)
+    assert estimator.evaluator is not None and estimator.evaluator is not estimator.supernet
+    estimator.evaluator.activate(cd.derived())  # type: ignore[attr-defined]
+    x, y = data.train.tensors  # type: ignore[attr-defined]
+    batch = (x[:64], y[:64])
+    alpha = cd.parameters()[0]
+
+    def cyclic() -> Tensor:
+        return cd.cyclic_loss(estimator._logits(cd, "arch", batch[0]), estimator.evaluator(batch[0]), batch[1])  # type: ignore[attr-defined, misc]
+
+    (grad,) = torch.autograd.grad(cyclic(), [alpha])
+    before = alpha.detach().clone()
+    evaluator_before = [p.detach().clone() for p in estimator.evaluator.parameters()]
+    estimator._arch_step(cd, batch, batch, 0.025)
+    moved = alpha.detach() - before
+    assert float((moved * grad).sum()) < 0  # down the loss' gradient
+    assert any(not torch.equal(a, b) for a, b in zip(evaluator_before, estimator.evaluator.parameters(), strict=True))
+
+
+def test_cdarts_search_prefers_the_better_op_and_trains_its_evaluation_network() -> None:
+    torch.manual_seed(0)
+    space = OneEdgeSpace()
+    cd = strategy("cdarts", space, epochs=6, warmup=1, regular_ops=["negate"], adam={"lr": 0.05})
+    estimator = DifferentiableSupernetEstimator(space, batch_size=32)
+    ctx = Context(space=space, data=synthetic_data(), arch_parameters=cd)
+    start = cd.snapshot()["probs"]["op"]
+    estimator.update(ctx)  # warm-up: the alphas stay
+    assert cd.snapshot()["probs"]["op"] == start
+    assert cd.regularisation().item() > 0  # type: ignore[attr-defined]
+    for _ in range(3):
+        estimator.update(ctx)
+    probs = cd.snapshot()["probs"]["op"]
+    assert probs[2] == max(probs), probs
+    assert cd.regularisation().item() == 0  # type: ignore[attr-defined]  # decayed over 20% of the 5 joint epochs
+    assert "evaluator" in estimator.state_dict()
+    with pytest.raises(ConfigError, match="order 2"):
+        DifferentiableSupernetEstimator(space, order=2).update(ctx)
+
+
+# -- ProxylessNAS' one path --------------------------------------------------------------------
+
+
+def test_proxyless_runs_only_the_sampled_candidates_and_keeps_one_path_in_memory() -> None:
+    torch.manual_seed(0)
+    space = NB201Space(C=4, N=1, in_channels=1)
+    px = strategy("proxyless", space, epochs=2)
+    estimator = DifferentiableSupernetEstimator(space, batch_size=16)
+    data = _digits()
+    ctx = Context(space=space, data=data, arch_parameters=px)
+    supernet = estimator._ensure(ctx, px)
+    calls: list[tuple[str, int, bool]] = []  # (module path, candidate, built a graph)
+    names = {}
+    for path, module in supernet.choice_modules():
+        names[path] = module.name
+        for index, op in enumerate(module.ops):  # type: ignore[union-attr]
+            op.register_forward_hook(
+                lambda _m, _i, _o, path=path, index=index: calls.append((path, index, torch.is_grad_enabled()))
+            )
+    x, y = as_tensors(data.train, "cpu")
+    w, a = (x[:16], y[:16]), (x[16:32], y[16:32])
+    probs = {name: torch.softmax(alpha.detach(), 0) for name, alpha in px.alphas.items()}  # type: ignore[attr-defined]
+    estimator._arch_step(px, w, a, 0.025)
+    for path, name in names.items():
+        ran = [(i, graph) for p, i, graph in calls if p == path]
+        assert sorted(i for i, _ in ran) == sorted(px.paths()[name])  # the two sampled candidates only
+        assert sorted(graph for _, graph in ran) == [False, True]  # one with a graph: one path's memory
+    for name in space.choices():
+        after = torch.softmax(px.alphas[name].detach(), 0)  # type: ignore[attr-defined]
+        unsampled = [i for i in range(len(after)) if i not in px.paths()[name]]
+        assert torch.allclose(after[unsampled], probs[name][unsampled], atol=1e-6)  # the paper's rescaling
+    calls.clear()
+    estimator.step(px, w, None, 0.025, arch_step=False)
+    assert sorted(p for p, _, _ in calls) == sorted(names)  # one candidate per choice module
+    assert all(graph for _, _, graph in calls)
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+
+def test_draw_cell_falls_back_to_dot_source_and_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasforge import plots
+
+    arch = Arch({"1<-0": "skip_connect", "2<-0": "none", "2<-1": "nor_conv_3x3"})
+    monkeypatch.setattr(plots.shutil, "which", lambda _name: None)
+    written = plots.draw_cell(arch, tmp_path / "cell.png")
+    assert written == [tmp_path / "cell.dot", tmp_path / "cell.txt"]
+    assert (tmp_path / "cell.txt").read_text().strip() == plots.cell_text(arch)
+    source = (tmp_path / "cell.dot").read_text()
+    assert '"cell.0" -> "cell.1" [label="skip_connect"]' in source and "none" not in source
+    monkeypatch.setattr(plots.shutil, "which", lambda _name: "/nonexistent/dot")  # a broken dot: still no failure
+    assert plots.draw_cell(arch, tmp_path / "b.png")[-1].suffix == ".txt"
+
+
+def test_draw_cell_renders_with_graphviz(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed")
+    from nasforge.plots import draw_cell
+
+    written = draw_cell(Arch({"normal.n2.in0": 0, "normal.n2.op0": "sep_conv_3x3"}), tmp_path / "cell.png")
+    assert written[-1] == tmp_path / "cell.png" and written[-1].stat().st_size > 0
+
+
+# -- the new methods' configs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides"),
+    [
+        pytest.param(
+            "fbnet_fbnet.yaml",
+            ["space.width_mult=0.125", "strategy.epochs=2", "strategy.warmup=0.5", "estimator.batch_size=224"],
+            marks=pytest.mark.slow,  # 22 layers x 9 blocks: ~30 s on one thread
+        ),
+        ("cdarts_nb201.yaml", ["space.C=4", "strategy.epochs=2"]),
+    ],
+)
+def test_new_method_configs_run_through_the_loop(config: str, overrides: list[str], tmp_path: Path) -> None:
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import build_experiment
+
+    torch.set_num_threads(1)
+    path = Path(__file__).resolve().parents[1] / "configs" / config
+    settings = load_config(path, [*overrides, "budget.trials=3", "estimator.bn_batches=1", "estimator.eval_batches=1"])
+    experiment = build_experiment(settings)
+    runner = experiment.runner(tmp_path)
+    try:
+        trials = runner.run().trials
+    finally:
+        runner.store.close()
+    assert len(trials) == 3 and all(t.status.name == "COMPLETE" for t in trials), [t.error for t in trials]
+    records = [json.loads(line) for line in (tmp_path / ALPHAS_FILE).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_fbnet_searches_through_the_loop_on_its_flops_table(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    options = {"epochs": 2, "warmup": 0.5, "in_channels": 1, "input_size": (8, 8), "latency_unit": 100.0}
+    trials = _run(tmp_path, 3, data=_digits(), strategy=("fbnet", options))
+    assert len(trials) == 3
+    records = [json.loads(line) for line in (tmp_path / ALPHAS_FILE).read_text().splitlines()]
+    assert len(records) == 2 and records[-1]["expected_latency"] > 0
+    first, last = (np.array(records[i]["probs"]["1<-0"]) for i in (0, -1))
+    assert np.allclose(first, 0.2, atol=1e-2) and not np.allclose(first, last)  # warm-up, then search

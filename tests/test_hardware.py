@@ -146,8 +146,233 @@ def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixtur
     fitted = FittedCostModel.load(model)
     archs = [fitted.space().sample(np.random.default_rng(i)) for i in range(3)]
     assert fitted.predict(archs).shape == (3,)
+    from nasforge.hardware.latency import LatencyModel
+
+    latency = LatencyModel.load(cost_model=str(model))  # what with_latency / latency_bounded use
+    assert latency.predict(archs[0]) == pytest.approx(float(fitted.predict(archs[:1])[0]))
     capsys.readouterr()
     assert main(["costmodel", "eval", str(model), "--archs", "4", "--repeats", "2"]) == 0
     assert "naive sum" in capsys.readouterr().out
     assert main(["costmodel", "eval", str(tmp_path / "missing.pkl")]) == 2
     assert main(["costmodel", "fit", "--space", "nb201"]) == 2
+
+
+# -- latency bound inside the space (one-shot and any strategy) ------------------------------------
+
+
+def test_constrained_space_hides_the_archs_that_break_its_predicate() -> None:
+    from nasforge.core.errors import InvalidArchError
+    from nasforge.core.space import ConstrainedSpace
+    from nasforge.testing import ToySpace
+
+    space = ConstrainedSpace(ToySpace(), lambda arch: int(arch["width"]) <= 16, "width <= 16")
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(50)] + [space.mutate(space.sample(rng), rng) for _ in range(50)]
+    archs += space.neighbours(archs[0]) + list(space.enumerate())
+    assert archs and all(int(a["width"]) <= 16 for a in archs)
+    assert len(list(space.enumerate())) == 36
+    wide = archs[0].with_value("width", 32)
+    with pytest.raises(InvalidArchError, match="width <= 16"):
+        space.validate(wide)
+    with pytest.raises(InvalidArchError, match="width <= 16"):
+        space.parse(str(wide))
+    assert space.parse(str(archs[0])) == archs[0]
+    assert not hasattr(space, "supernet")  # attributes come from the inner space, absent ones stay absent
+
+
+@pytest.fixture(scope="module")
+def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A latency table of NB201 (C=4, N=1) at the bundled digits' input, 1x8x8."""
+    table = profile_space(NB201Space(C=4, N=1, in_channels=1), (1, 1, 8, 8), warmup=1, repeats=3, calibrate=1)
+    path = tmp_path_factory.mktemp("hw") / "digits_table.json"
+    table.save(path)
+    return path
+
+
+def _bounded(table: Path, quantile: float) -> tuple[object, float]:
+    """The latency_bounded NB201 space with a bound leaving about ``quantile`` of the archs."""
+    context = {"in_channels": 1, "num_classes": 10, "input_size": (8, 8)}
+    loaded = LatencyTable.load(table)
+    sampled = sorted(loaded.predict(NB201Space().sample(np.random.default_rng(s))) for s in range(300))
+    bound = sampled[int(quantile * len(sampled))]
+    options = {"inner": {"type": "nb201", "C": 4, "N": 1}, "table": str(table), "max_ms": bound}
+    return registry.create("space", "latency_bounded", options, context=context), bound
+
+
+@pytest.mark.parametrize("rule", ["spos", "fairnas"])
+def test_one_shot_search_under_a_latency_bound_never_trains_nor_proposes_a_slow_arch(
+    digits_table: Path, rule: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nasforge.estimators.supernet import SupernetEstimator
+    from nasforge.strategies.evolution import RegularizedEvolution
+    from nasforge.supernet.train import SupernetTrainer
+    from nasforge.tasks.datasets import Digits
+
+    space, bound = _bounded(digits_table, 0.3)
+    trained = []
+    original = SupernetTrainer._train_step
+
+    def spy(self: SupernetTrainer, train: object, paths: list) -> float:
+        trained.extend(paths)
+        return original(self, train, paths)
+
+    monkeypatch.setattr(SupernetTrainer, "_train_step", spy)
+    estimator = SupernetEstimator(rule=rule, epochs=1, batch_size=64, bn_batches=1, space=space)
+    strategy = RegularizedEvolution(population_size=4, sample_size=2)
+    result = Runner(
+        space, strategy, estimator, SingleMetric(), budget=Budget(trials=8), run_dir=tmp_path, data=Digits(train_limit=200).load(0)
+    ).run()
+    latency = space.latency_model.predict
+    assert trained and all(latency(a) <= bound for a in trained)
+    assert all(t.ok and latency(t.arch) <= bound for t in result.trials), [t.error for t in result.trials]
+    assert latency(result.best(1)[0].arch) <= bound
+    unconstrained = NB201Space(C=4, N=1)
+    assert np.mean([latency(unconstrained.sample(np.random.default_rng(s))) > bound for s in range(100)]) > 0.5
+
+
+def test_a_bound_no_arch_meets_is_a_config_error(digits_table: Path) -> None:
+    options = {"inner": {"type": "nb201", "C": 4, "N": 1}, "table": str(digits_table), "max_ms": 1e-6}
+    with pytest.raises(ConfigError, match="no arch of 'nb201' fits max_ms"):
+        registry.create("space", "latency_bounded", options)
+    with pytest.raises(ConfigError, match="exactly one latency source"):
+        registry.create("space", "latency_bounded", {**options, "cost_model": "x.pkl"})
+
+
+def test_profile_then_bounded_search_then_train_reports_predicted_and_measured_latency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two commands of docs/hardware.md; the final model is timed against its prediction."""
+    import yaml
+
+    from nasforge.cli import main
+
+    table = tmp_path / "cpu.json"
+    profile = ["profile", "--space", "nb201", "--space-options", "{C: 4, N: 1}", "--input-size", "1,8,8"]
+    assert main([*profile, "-o", str(table), "--warmup", "1", "--repeats", "3"]) == 0
+    loaded = LatencyTable.load(table)
+    bound = float(np.median([loaded.predict(NB201Space().sample(np.random.default_rng(s))) for s in range(100)]))
+    config = {
+        "name": "bounded",
+        "threads": 1,
+        "data": {"type": "digits", "train_limit": 200, "test_limit": 100},
+        "space": {"type": "latency_bounded", "inner": {"type": "nb201", "C": 4, "N": 1}, "table": str(table), "max_ms": bound},
+        "strategy": {"type": "random"},
+        "estimator": {"type": "supernet", "rule": "spos", "epochs": 1, "batch_size": 64, "bn_batches": 1},
+        "budget": {"trials": 4},
+        "train": {"epochs": 1},
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    assert main(["search", str(tmp_path / "search.yaml"), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "measured/predicted" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "final" / "metrics.json").read_text())
+    assert metrics["latency_predicted_ms"] <= bound and metrics["latency_measured_ms"] > 0
+    assert metrics["latency_measured_over_predicted"] == pytest.approx(
+        metrics["latency_measured_ms"] / metrics["latency_predicted_ms"]
+    )
+
+
+def test_latency_is_not_compared_for_another_input_shape(small_table: tuple[NB201Space, Path]) -> None:
+    from nasforge.hardware.latency import LatencyModel
+
+    space, path = small_table  # profiled at 3x8x8
+    arch = space.sample(np.random.default_rng(0))
+    latency = LatencyModel.load(table=str(path))
+    assert latency.compare(space.build(arch), arch, (1, 1, 8, 8)) == {}
+    assert set(latency.compare(space.build(arch), arch, (1, 3, 8, 8))) == {
+        "latency_predicted_ms", "latency_measured_ms", "latency_measured_over_predicted"
+    }
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_measuring_on_cuda_without_a_gpu_is_a_clear_error() -> None:
+    import torch
+
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        measure_model(torch.nn.Identity(), (1, 2), device="cuda")
+
+
+def test_measure_model_pins_threads_then_restores_them() -> None:
+    import torch
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x
+
+    before = torch.get_num_threads()
+    measure_model(Probe(), (1, 2), warmup=1, repeats=2, threads=2)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+
+
+# -- energy (RAPL) ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_rapl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A powercap folder whose package counter the burner module below advances by 1000 µJ a call."""
+    from nasforge.hardware import profile
+
+    folder = tmp_path / "intel-rapl:0"
+    folder.mkdir()
+    (folder / "energy_uj").write_text("5000\n")
+    (folder / "max_energy_range_uj").write_text("262143328850\n")
+    monkeypatch.setattr(profile, "RAPL_GLOB", str(tmp_path / "intel-rapl*" / "energy_uj"))
+    return folder / "energy_uj"
+
+
+def _burner(counter: Path) -> object:
+    import torch
+
+    class Burner(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            top = int(counter.with_name("max_energy_range_uj").read_text())
+            counter.write_text(str((int(counter.read_text()) + 1000) % top))  # wraps around as RAPL does
+            return x
+
+    return Burner()
+
+
+def test_energy_is_read_from_a_rapl_counter(fake_rapl: Path) -> None:
+    from nasforge.hardware.profile import energy_counter, measure_energy
+
+    assert energy_counter() == fake_rapl
+    assert measure_energy(_burner(fake_rapl), (1, 2), min_seconds=0.01) == pytest.approx(1.0)  # 1000 µJ = 1 mJ a call
+    fake_rapl.write_text("262143327350")  # 1,500 µJ under the top of its range: wraps at the second call
+    assert measure_energy(_burner(fake_rapl), (1, 2), min_seconds=0.01) == pytest.approx(1.0)
+    assert int(fake_rapl.read_text()) < 262143327350
+
+
+def test_profile_energy_records_blocks_and_predicts_an_arch(fake_rapl: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nasforge.cli import main
+
+    out = fake_rapl.parents[1] / "t.json"
+    argv = ["profile", "--space", "nb201", "--space-options", "{C: 2, N: 1}", "--input-size", "1,8,8", "-o", str(out)]
+    assert main([*argv, "--warmup", "1", "--repeats", "1", "--energy"]) == 0
+    assert "energy per forward of 15 blocks" in capsys.readouterr().out
+    table = LatencyTable.load(out)
+    assert set(table.energy_mj) == set(table.blocks)  # the fake counter does not move: 0 mJ each
+    assert table.predict_energy(NB201Space().sample(np.random.default_rng(0))) == 0.0
+
+
+@pytest.mark.parametrize("layout", ["absent", "unreadable"])
+def test_profile_energy_without_a_readable_counter_says_so_in_one_line(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nasforge.cli import main
+    from nasforge.hardware import profile
+
+    if layout == "unreadable":
+        (tmp_path / "intel-rapl:0" / "energy_uj").mkdir(parents=True)  # reading it fails, as for a non-root user
+    monkeypatch.setattr(profile, "RAPL_GLOB", str(tmp_path / "intel-rapl*" / "energy_uj"))
+    out = tmp_path / "t.json"
+    argv = ["profile", "--space", "nb201", "--space-options", "{C: 2, N: 1}", "--input-size", "1,8,8", "-o", str(out)]
+    assert main([*argv, "--warmup", "1", "--repeats", "1", "--energy"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "energy" in line]
+    assert lines[0].startswith("energy not measured: ")
+    assert ("not readable" in lines[0]) == (layout == "unreadable")
+    table = LatencyTable.load(out)
+    assert table.energy_mj == {}
+    with pytest.raises(ConfigError, match="--energy"):
+        table.predict_energy(NB201Space().sample(np.random.default_rng(0)))

@@ -156,6 +156,21 @@ def test_build_for_digits_trains_on_8x8_inputs() -> None:
     assert model.eval()(x).isfinite().all()
 
 
+@pytest.mark.parametrize("size", [7, 15])
+def test_build_runs_on_odd_input_sizes(size: int) -> None:
+    """Both paths of the reduction blocks give ceil(H / 2) on odd sizes: 7 -> 4 -> 2, 15 -> 8 -> 4."""
+    space = NB201Space(C=4, N=1, in_channels=1)
+    rng = np.random.default_rng(size)
+    for arch in [space.parse(EXAMPLE), *(space.sample(rng) for _ in range(3))]:
+        model = space.build(arch)
+        logits = model(torch.randn(2, 1, size, size))
+        assert logits.shape == (2, 10) and logits.isfinite().all()
+        assert count_flops(model, (1, size, size)) > 0
+    block = model.cells[1]  # the first reduction block
+    x = torch.randn(1, 4, size, size)
+    assert block.shortcut(x).shape == block.conv_b(block.conv_a(x)).shape == (1, 8, (size + 1) // 2, (size + 1) // 2)
+
+
 def test_none_op_gives_zeros() -> None:
     x = torch.randn(2, 4, 7, 7)
     assert torch.equal(Zero(4, 4)(x), torch.zeros_like(x))

@@ -148,9 +148,9 @@ def test_predictor_estimator_from_a_file_and_from_a_teacher(tmp_path: Path) -> N
     assert after.extras["val_acc_std"] >= 0
 
 
-def test_predictor_estimator_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="data"):
-        registry.create("estimator", "predictor", {})
+def test_predictor_estimator_defaults_and_errors(tmp_path: Path) -> None:
+    default = registry.create("estimator", "predictor", {})  # no data: it learns from a scratch-training teacher
+    assert type(default.teacher).__name__ == "ScratchTraining" and default.warmup == 20
     with pytest.raises(ConfigError):
         registry.create("estimator", "predictor", {"data": "x.csv", "predictor": "nope"})
     missing = registry.create("estimator", "predictor", {"data": str(tmp_path / "absent.csv")})

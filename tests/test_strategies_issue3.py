@@ -165,6 +165,33 @@ def test_reinforce_policy_learns(controller: str) -> None:
         assert probs["conv5x5"] == max(probs.values()) and probs["conv5x5"] > 0.4
 
 
+def test_enas_preset_updates_the_controller_once_every_aggregate_samples() -> None:
+    from nasforge.spaces.nb201 import NB201Space
+
+    assert [(s.aggregate, s.lr) for s in (make("reinforce"), make("reinforce", controller="lstm"))] == [(1, 0.1), (1, 0.01)]
+    enas = make("reinforce", controller="enas")
+    assert (enas.aggregate, enas.lr, enas.betas, enas.eps, enas.baseline_decay) == (20, 3.5e-4, (0.0, 0.999), 1e-3, 0.99)  # type: ignore[attr-defined]
+
+    space = NB201Space()  # 15,625 archs: 20 samples hold no repeat, so every sample is a told trial
+    strategy = make("reinforce", controller="enas", aggregate=4)
+    strategy.setup(space, ACCURACY, seed=0)
+    policy = strategy.controller  # type: ignore[attr-defined]
+
+    def weights() -> list[torch.Tensor]:
+        return [p.detach().clone() for p in policy.parameters()]
+
+    changed_after = []
+    for number in range(1, 13):
+        before = weights()
+        arch = strategy.ask()
+        assert arch is not None
+        score = sum(op == "nor_conv_3x3" for op in arch.values()) + number / 100
+        strategy.tell(Trial(number=number, arch=arch, seed=number, metrics={"val_acc": score}, values=(score,)))
+        if any(not torch.equal(a, b) for a, b in zip(before, weights(), strict=True)):
+            changed_after.append(number)
+    assert changed_after == [4, 8, 12]
+
+
 def test_controllers_api() -> None:
     choices = list(ToySpace().choices().values())
     for policy in (
@@ -267,6 +294,7 @@ RESUMABLE = [
     ("optuna", {"sampler": "nsgaiii", "sampler_options": {"population_size": 4}}),
     ("optuna", {"sampler": "gp", "sampler_options": {"n_startup_trials": 3}, "max_retries": 1}),
     ("reinforce", {"controller": "lstm"}),
+    ("reinforce", {"controller": "enas", "aggregate": 5}),  # resumed with a part-filled batch
     ("annealing", {}),
     ("local_search", {}),
     ("pareto_evolution", {}),
@@ -338,3 +366,30 @@ def test_optuna_warm_start_from_told_trials() -> None:
         strategy.tell(_trial(number, arch, ACCURACY))
     assert len(strategy._study.trials) == 5  # type: ignore[attr-defined]
     assert strategy.ask() not in archs
+
+
+def test_optuna_logging_is_quiet_during_calls_and_left_as_the_user_set_it() -> None:
+    import logging
+
+    import optuna
+
+    logger = logging.getLogger("optuna")
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect(level=logging.DEBUG)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # a user who wants to see Optuna's own messages
+    try:
+        asked, strategy = _run(lambda: make("tpe"), LATENCY_CAP, 6, stop_at=3)  # setup, ask, tell, load_state_dict
+        assert len(asked) == 6 and logger.level == logging.DEBUG
+        assert not [r for r in records if r.levelno < logging.WARNING], "Optuna's INFO lines leaked into a search"
+        optuna.create_study()  # outside nasforge's calls the user's level rules
+        assert any(r.levelno == logging.INFO for r in records)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import torch
 import yaml
 
 from nasforge.core import registry
-from nasforge.core.errors import ConfigError
+from nasforge.core.arch import Arch
+from nasforge.core.atomic import load_checkpoint
+from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context
 from nasforge.estimators.supernet import SUPERNET_DIR, SupernetEstimator, inherited_child
 from nasforge.objectives.basic import SingleMetric
 from nasforge.objectives.counters import count_flops, count_params
 from nasforge.runner import Budget, Runner
-from nasforge.spaces.nb201 import NB201_OPS, NB201Space
+from nasforge.runner.final import initial_model
+from nasforge.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Network, NB201Space
 from nasforge.strategies.evolution import RegularizedEvolution
 from nasforge.strategies.reinforce import Reinforce
 from nasforge.supernet.rules import RULES, get_rule
@@ -214,11 +218,50 @@ def test_a_changed_config_does_not_reuse_the_supernet(space: NB201Space, digits,
         _estimator(space, epochs=1, lr=0.2).update(ctx)
 
 
+# -- fine-tuning from inherited weights ---------------------------------------------------------
+
+
+def _latest_supernet(space: NB201Space, run_dir: Path) -> torch.nn.Module:
+    """The supernet as its newest slot in ``run_dir`` holds it."""
+    slots = [load_checkpoint(path) for path in (run_dir / SUPERNET_DIR).glob("slot-*.pt")]
+    supernet = space.supernet()
+    supernet.load_state_dict(max(slots, key=lambda state: tuple(state["key"]))["supernet"])
+    return supernet
+
+
+class _WideBuild(NB201Space):
+    """NB201 whose built networks are twice as wide as its supernet's children."""
+
+    def build(self, arch: Arch) -> torch.nn.Module:
+        return NB201Network([str(arch[e]) for e in NB201_EDGES], 2 * self.C, self.N, self.in_channels, self.num_classes)
+
+
+def test_init_from_starts_with_the_supernet_outputs_on_the_path(space: NB201Space, digits, tmp_path: Path) -> None:
+    _estimator(space, epochs=1).update(Context(space=space, data=digits, seed=2, run_dir=tmp_path))
+    arch = space.parse(RESNET_LIKE)
+    supernet = _latest_supernet(space, tmp_path)
+    supernet.activate(arch)
+    model = initial_model(space, arch, seed=0, init_from=tmp_path)
+    assert type(model) is NB201Network  # what space.build gives, so model folders load it back
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), supernet.eval()(x), atol=1e-5)  # BN statistics inherited too
+        assert not torch.allclose(initial_model(space, arch, seed=0).eval()(x), supernet(x), atol=1e-2)
+
+    with pytest.raises(CheckpointError, match="holds no supernet checkpoint"):
+        initial_model(space, arch, seed=0, init_from=tmp_path / "elsewhere")
+    with pytest.raises(CheckpointError, match="does not fit this space"):
+        initial_model(NB201Space(C=8, N=1, in_channels=1), arch, seed=0, init_from=tmp_path)
+    wide = _WideBuild(C=4, N=1, in_channels=1)
+    with pytest.raises(CheckpointError, match="do not load into the network this space builds"):
+        initial_model(wide, arch, seed=0, init_from=tmp_path)
+
+
 # -- ENAS ----------------------------------------------------------------------------------------
 
 
 def _enas_runner(space: NB201Space, digits, trials: int, run_dir: Path | None) -> Runner:
-    strategy = Reinforce(controller="lstm", lr=3.5e-4, baseline_decay=0.99, entropy_weight=0.01)
+    strategy = Reinforce(controller="enas", aggregate=2, entropy_weight=0.01)  # a controller step every second trial
     estimator = _estimator(space, rule="enas", steps_per_arch=2, batch_size=32)
     return Runner(space, strategy, estimator, SingleMetric(), budget=Budget(trials=trials), seed=4, run_dir=run_dir, data=digits, checkpoint_seconds=1e9)
 
@@ -283,6 +326,20 @@ def test_oneshot_config_search_derive_train_export(tmp_path: Path, capsys: pytes
     assert len(yaml.safe_load(derived.read_text())["archs"]) == 2
     assert main(["export", str(run_dir / "final"), "-o", str(tmp_path / "exported")]) == 0
     assert (tmp_path / "exported" / "model.py").exists()
+
+    # fine-tune the best arch from its inherited weights: the run gives the settings and the arch
+    assert main(["train", "--init-from", str(run_dir), "--epochs", "1", "--quiet"]) == 0
+    assert "from the weights of the supernet" in capsys.readouterr().out
+    inherited = run_dir / "final-inherited"
+    metrics = json.loads((inherited / "metrics.json").read_text())
+    assert metrics["inherited_from"] == str(run_dir.resolve()) and "inherited_from" not in json.loads((run_dir / "final" / "metrics.json").read_text())
+    assert yaml.safe_load((inherited / "model.yaml").read_text())["init_from"] == str(run_dir.resolve())
+    assert main(["test", str(inherited)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--run", str(run_dir), "--init-from", str(tmp_path), "--out", str(tmp_path / "no")]) == 2
+    assert "holds no supernet checkpoint" in " ".join(capsys.readouterr().err.split())
+    assert main(["train", "--init-from", str(tmp_path / "absent")]) == 2
+    assert "not a nasforge run directory" in capsys.readouterr().err
 
 
 def test_ranking_benchmark_quick_mode(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,10 +76,6 @@ def measure(space_name: str, method: str, batch: int, steps: int) -> dict[str, f
     return {"peak_mib": peak, "growth_mib": peak - before, "ms": 1000 * statistics.median(times[1:])}
 
 
-
-
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -132,9 +128,10 @@ One first-order search step of the `dnas` estimator (architecture step on one ba
 the weight step on another) per method, on random 3x32x32 inputs; PC-DARTS with K=4 (no warm-up, so
 its architecture step runs). Each row is a fresh subprocess: peak resident memory (`ru_maxrss`), its growth
 over the footprint just before the first step (the activations and gradients of a step), and the
-median time of steps 2..{args.steps}. GDAS runs one sampled op per edge, ProxylessNAS two in the
-architecture step and one in the weight step; DARTS and PC-DARTS run every op (PC-DARTS on 1/4 of
-the channels).
+median time of steps 2..{args.steps}. GDAS runs one sampled op per edge; ProxylessNAS one in the
+weight step and two in the architecture step, only one of them with an autograd graph (the closed
+gate's op runs without one, its output kept for the gate's gradient: the paper's one-path memory);
+DARTS and PC-DARTS run every op (PC-DARTS on 1/4 of the channels).
 
 """ + "\n".join(lines)
     print(body)

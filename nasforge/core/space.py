@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Container, Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Container, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from nasforge.core.errors import InvalidArchError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["SearchSpace"]
+__all__ = ["SearchSpace", "ConstrainedSpace"]
 
 #: Spaces up to this size may be enumerated to find the archs a search has not seen yet.
 _ENUMERATE_LIMIT = 1_000_000
@@ -135,3 +135,49 @@ class SearchSpace(ABC):
     def format(self, arch: Arch) -> str:
         """This space's notation for ``arch`` (default: the JSON form)."""
         return str(arch)
+
+
+class ConstrainedSpace(SearchSpace):
+    """``inner`` with one more constraint: archs failing ``predicate`` are not in the space.
+
+    Everything that samples, mutates, enumerates or validates through the space (strategies,
+    supernet training rules, the runner's check of each asked arch) then sees only archs that
+    pass, so none of them needs to know what the constraint is about (a latency bound, say).
+    Attributes the wrapper does not define (``supernet``, ``named``, ...) are the inner space's.
+
+    Args:
+        inner: the space to constrain (not modified).
+        predicate: True for the archs that stay in the space.
+        description: what the constraint is, for error messages ("latency <= 12 ms").
+    """
+
+    def __init__(self, inner: SearchSpace, predicate: Callable[[Arch], bool], description: str = "a constraint") -> None:
+        self.inner = inner
+        self.predicate = predicate
+        self.description = description
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner" or name.startswith("__"):  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def choices(self) -> Mapping[str, Choice]:
+        return self.inner.choices()
+
+    def build(self, arch: Arch) -> nn.Module:
+        return self.inner.build(self.validate(arch))
+
+    def is_valid(self, arch: Arch) -> bool:
+        return self.inner.is_valid(arch) and self.predicate(arch)
+
+    def validate(self, arch: Arch) -> Arch:
+        self.inner.validate(arch)
+        if not self.predicate(arch):
+            raise InvalidArchError(f"arch {self.inner.format(arch)} breaks {self.description}")
+        return arch
+
+    def parse(self, text: str) -> Arch:
+        return self.validate(self.inner.parse(text))
+
+    def format(self, arch: Arch) -> str:
+        return self.inner.format(arch)

@@ -7,7 +7,10 @@ optimiser. Each :meth:`DifferentiableSupernetEstimator.update` is one search epo
 
 Data: as in DARTS, the training split is cut in two halves, the first for the weights and the
 second for the architecture (bilevel methods); ``ctx.data.valid`` is left for scoring derived
-archs. Single-level methods (SNAS) train both on the first half.
+archs. Single-level methods (SNAS) train both on the first half. A strategy may ask for another
+share (FBNet: a fifth for the architecture) and for warm-up epochs without architecture steps
+(:class:`~nasforge.supernet.dnas.SearchPlan`); CDARTS adds an evaluation network
+(:class:`~nasforge.supernet.dnas.Cyclic`), saved with the supernet.
 
 Files: after every epoch ``RUN_DIR/dnas/epoch-NNNN.pt`` (written atomically) holds the supernet,
 its optimiser and the strategy's architecture state, and ``RUN_DIR/alphas.jsonl`` one line per
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.atomic import atomic_write_bytes, load_checkpoint, save_checkpoint
 from nasforge.core.differentiable import ArchParameters, edge_choices
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
@@ -39,8 +43,7 @@ from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
 from nasforge.objectives.counters import count_flops, count_params
-from nasforge.runner.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from nasforge.supernet.dnas import gradients, unrolled_gradient
+from nasforge.supernet.dnas import Cyclic, SearchPlan, gradients, unrolled_gradient
 from nasforge.supernet.mixed import LayerChoice, Supernet
 from nasforge.supernet.train import as_tensors, recalibrate_bn
 from nasforge.tasks.training import evaluate, seeded
@@ -52,6 +55,7 @@ DNAS_DIR = "dnas"
 #: File of the run directory with the architecture weights of every epoch (JSON lines).
 ALPHAS_FILE = "alphas.jsonl"
 _VERSION = 1
+_NETWORK_STATE = ("supernet", "optimizer", "evaluator", "evaluator_optimizer")
 
 
 def _space_name(space: SearchSpace) -> str:
@@ -85,6 +89,8 @@ class DifferentiableSupernetEstimator(Estimator):
         space: the search space (must build a supernet).
         order: 1 (first-order DARTS) or 2 (second order).
         batch_size: minibatch size of both steps.
+        arch_fraction: share of the training split for the architecture steps (bilevel methods);
+            None: the strategy's (:class:`~nasforge.supernet.dnas.SearchPlan`), else one half.
         lr, lr_min: the weights' cosine schedule.
         momentum, weight_decay, grad_clip: SGD settings and gradient-norm clip of the weights.
         bn_batches: training minibatches re-estimating batch norm before scoring.
@@ -96,6 +102,7 @@ class DifferentiableSupernetEstimator(Estimator):
         space: SearchSpace,
         order: Literal[1, 2] = 1,
         batch_size: PositiveInt = 64,
+        arch_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None,
         lr: PositiveFloat = 0.025,
         lr_min: Annotated[float, Field(ge=0)] = 0.001,
         momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9,
@@ -114,6 +121,7 @@ class DifferentiableSupernetEstimator(Estimator):
         self.space = space
         self.order = order
         self.batch_size = batch_size
+        self.arch_fraction = arch_fraction
         self.lr = lr
         self.lr_min = lr_min
         self.momentum = momentum
@@ -123,6 +131,8 @@ class DifferentiableSupernetEstimator(Estimator):
         self.eval_batches = eval_batches
         self.supernet: Supernet | None = None
         self.optimizer: torch.optim.SGD | None = None
+        self.evaluator: Supernet | None = None  # CDARTS' evaluation network
+        self.evaluator_optimizer: torch.optim.SGD | None = None
         self._seed: int | None = None
         self._epoch = 0
         self._pending: dict[str, Any] | None = None  # state loaded before the supernet exists
@@ -139,7 +149,16 @@ class DifferentiableSupernetEstimator(Estimator):
                 "estimator 'dnas' trains the architecture parameters of a differentiable strategy; "
                 f"use one of: {', '.join(differentiable)}"
             )
+        if isinstance(arch, Cyclic) and self.order == 2:
+            raise ConfigError(
+                f"estimator 'dnas': order 2 is not defined for {type(arch).__name__}'s cyclic loss; use order 1"
+            )
         return arch
+
+    def _fraction(self, arch: ArchParameters) -> float:
+        if self.arch_fraction is not None:
+            return self.arch_fraction
+        return arch.arch_fraction if isinstance(arch, SearchPlan) else 0.5
 
     def _fingerprint(self, arch: ArchParameters) -> dict[str, Any]:
         return {
@@ -153,6 +172,8 @@ class DifferentiableSupernetEstimator(Estimator):
             "weight_decay": self.weight_decay,
             "grad_clip": self.grad_clip,
             **({"partial_channels": arch.partial_channels} if arch.partial_channels != 1 else {}),
+            **({"arch_fraction": self._fraction(arch)} if self._fraction(arch) != 0.5 else {}),
+            **({"evaluation": arch.evaluation_options()} if isinstance(arch, Cyclic) else {}),
         }
 
     def _ensure(self, ctx: Context, arch: ArchParameters, *, stage: bool = False) -> Supernet:
@@ -173,6 +194,15 @@ class DifferentiableSupernetEstimator(Estimator):
         self.optimizer = torch.optim.SGD(
             self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
+        if first and isinstance(arch, Cyclic):
+            with seeded(derive_seed(self._seed, "dnas-evaluator"), ctx.device):
+                self.evaluator = self._build(arch.evaluation_options()).to(ctx.device)
+            self.evaluator_optimizer = torch.optim.SGD(
+                self.evaluator.parameters(),
+                lr=arch.evaluation_lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
         if self._pending is not None:
             self._load(self._pending)
             self._pending = None
@@ -208,16 +238,18 @@ class DifferentiableSupernetEstimator(Estimator):
                     "with the same candidates, so alphas cannot be derived into an arch"
                 )
 
-    def _halves(self, ctx: Context) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    def _halves(self, ctx: Context, fraction: float = 0.5) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """The training split cut for the weights (first ``1 - fraction``) and the architecture."""
         if ctx.data is None:
             raise ConfigError("estimator 'dnas' needs data; add a data section to the config")
         images, labels = as_tensors(ctx.data.train, ctx.device)
-        half = len(labels) // 2
-        if half < self.batch_size:
+        cut = len(labels) - math.ceil(len(labels) * fraction)
+        if min(cut, len(labels) - cut) < self.batch_size:
             raise ConfigError(
-                f"estimator 'dnas': half the training split ({half} samples) is smaller than batch_size {self.batch_size}"
+                f"estimator 'dnas': splitting {len(labels)} training samples {1 - fraction:g}/{fraction:g} between "
+                f"weights and architecture leaves a part smaller than batch_size {self.batch_size}"
             )
-        return (images[:half], labels[:half]), (images[half:], labels[half:])
+        return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
     # -- one search epoch ------------------------------------------------------------------------
 
@@ -230,10 +262,13 @@ class DifferentiableSupernetEstimator(Estimator):
                 if isinstance(module, LayerChoice):
                     module.restrict(paths[module.name])
 
-    def _loss(self, arch: ArchParameters, step: Literal["weights", "arch"], images: Tensor, labels: Tensor) -> Tensor:
+    def _logits(self, arch: ArchParameters, step: Literal["weights", "arch"], images: Tensor) -> Tensor:
         assert self.supernet is not None
         self._set(arch, step)
-        return nn.functional.cross_entropy(self.supernet(images), labels)
+        return self.supernet(images)
+
+    def _loss(self, arch: ArchParameters, step: Literal["weights", "arch"], images: Tensor, labels: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(self._logits(arch, step, images), labels)
 
     def lr_at(self, epoch: int, epochs: int) -> float:
         """The weights' learning rate in epoch ``epoch`` (cosine from ``lr`` to ``lr_min``)."""
@@ -242,10 +277,12 @@ class DifferentiableSupernetEstimator(Estimator):
     def _train_epoch(self, arch: ArchParameters, ctx: Context) -> float:
         supernet, optimizer = self.supernet, self.optimizer
         assert supernet is not None and optimizer is not None and self._seed is not None
-        (wx, wy), (ax, ay) = self._halves(ctx)
-        lr = self.lr_at(arch.epoch, arch.epochs)
+        (wx, wy), (ax, ay) = self._halves(ctx, self._fraction(arch))
+        plan = arch if isinstance(arch, SearchPlan) else None
+        lr = self.lr_at(*(plan.weight_schedule() if plan else (arch.epoch, arch.epochs)))
         for group in optimizer.param_groups:
             group["lr"] = lr
+        searching = plan.searching() if plan else True
         generator = torch.Generator().manual_seed(derive_seed(self._seed, "dnas-epoch", arch.epoch))
         w_order = torch.randperm(len(wy), generator=generator).to(ctx.device)
         a_order = torch.randperm(len(ay), generator=generator).to(ctx.device)
@@ -253,54 +290,112 @@ class DifferentiableSupernetEstimator(Estimator):
         for _, module in supernet.choice_modules():
             if isinstance(module, LayerChoice):
                 module.set_dropout(dropout)
+        if searching and isinstance(arch, Cyclic):
+            self._train_evaluator(arch, wx, wy, w_order, lr / self.lr)
         supernet.train()
-        total, steps = 0.0, min(len(wy), len(ay)) // self.batch_size
-        for step in range(steps):
+        w_steps = len(wy) // self.batch_size
+        a_steps = min(len(ay) // self.batch_size, w_steps) if arch.bilevel else w_steps
+        total = 0.0
+        for step in range(w_steps):
             batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            a_batch = (ax[a_order[batch]], ay[a_order[batch]]) if arch.bilevel else None
-            total += self.step(arch, (wx[w_order[batch]], wy[w_order[batch]]), a_batch, lr)
-        return total / max(1, steps)
+            a_index = step * a_steps // w_steps  # the architecture's minibatches spread over the epoch
+            arch_step = searching and (step + 1) * a_steps // w_steps > a_index
+            a_batch = None
+            if arch_step and arch.bilevel:
+                rows = a_order[a_index * self.batch_size : (a_index + 1) * self.batch_size]
+                a_batch = (ax[rows], ay[rows])
+            total += self.step(arch, (wx[w_order[batch]], wy[w_order[batch]]), a_batch, lr, arch_step=arch_step)
+        return total / max(1, w_steps)
+
+    def _train_evaluator(self, arch: Cyclic, wx: Tensor, wy: Tensor, order: Tensor, lr_scale: float) -> None:
+        """CDARTS: the evaluation network on the derived arch, one pass over the weights' data."""
+        evaluator, optimizer = self.evaluator, self.evaluator_optimizer
+        assert evaluator is not None and optimizer is not None
+        for group in optimizer.param_groups:
+            group["lr"] = arch.evaluation_lr * lr_scale
+        evaluator.activate(arch.derived())
+        evaluator.train()
+        for step in range(len(wy) // self.batch_size):
+            rows = order[step * self.batch_size : (step + 1) * self.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(evaluator(wx[rows]), wy[rows]).backward()
+            self._clip_and_step(evaluator, optimizer)
+
+    def _clip_and_step(self, network: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], self.grad_clip)
+        optimizer.step()
 
     def step(
-        self, arch: ArchParameters, w_batch: tuple[Tensor, Tensor], a_batch: tuple[Tensor, Tensor] | None, lr: float
+        self,
+        arch: ArchParameters,
+        w_batch: tuple[Tensor, Tensor],
+        a_batch: tuple[Tensor, Tensor] | None,
+        lr: float,
+        *,
+        arch_step: bool = True,
     ) -> float:
-        """One search step: the architecture step on ``a_batch`` (bilevel; None: single level,
-        on ``w_batch``), then the weight step on ``w_batch``; returns the weights' loss."""
+        """One search step; returns the weights' loss.
+
+        With ``arch_step``: the architecture step first, on ``a_batch`` (bilevel strategies) or,
+        single level, jointly with the weights on ``w_batch``; then the weight step on
+        ``w_batch``. Without: the weight step alone (warm-up, or an epoch whose architecture
+        minibatches are fewer than the weights').
+        """
         optimizer = self.optimizer
         assert self.supernet is not None and optimizer is not None
-        weights = [p for p in self.supernet.parameters() if p.requires_grad]
-        alphas = arch.parameters()
         xw, yw = w_batch
-        if a_batch is not None:
-            xa, ya = a_batch
-            if self.order == 2:
-                grads = unrolled_gradient(
-                    weights,
-                    alphas,
-                    lambda: self._loss(arch, "arch", xw, yw),
-                    lambda: arch.loss(self._loss(arch, "arch", xa, ya)),
-                    lr,
-                    momentum=self.momentum,
-                    buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
-                    weight_decay=self.weight_decay,
-                )
-            else:
-                grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
-            for alpha, grad in zip(alphas, grads, strict=True):
-                alpha.grad = grad
-            arch.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(arch, "weights", xw, yw)
-            loss.backward()
-        else:  # single level: one sample, one loss, both descend it
+        if arch_step and not arch.bilevel:  # single level: one sample, one loss, both descend it
             optimizer.zero_grad(set_to_none=True)
             loss = self._loss(arch, "arch", xw, yw)
             arch.loss(loss).backward()
             arch.step()
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(weights, self.grad_clip)
-        optimizer.step()
+        else:
+            if arch_step:
+                assert a_batch is not None, "a bilevel architecture step needs a_batch"
+                self._arch_step(arch, w_batch, a_batch, lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(arch, "weights", xw, yw)
+            loss.backward()
+        self._clip_and_step(self.supernet, optimizer)
         return float(loss.detach())
+
+    def _arch_step(
+        self, arch: ArchParameters, w_batch: tuple[Tensor, Tensor], a_batch: tuple[Tensor, Tensor], lr: float
+    ) -> None:
+        """Gradients of the architecture objective on ``a_batch`` into the alphas, then their step
+        (CDARTS: the evaluation network's weights descend the same cyclic loss)."""
+        optimizer = self.optimizer
+        assert self.supernet is not None and optimizer is not None
+        alphas = arch.parameters()
+        (xw, yw), (xa, ya) = w_batch, a_batch
+        if isinstance(arch, Cyclic):
+            evaluator, eval_optimizer = self.evaluator, self.evaluator_optimizer
+            assert evaluator is not None and eval_optimizer is not None
+            eval_weights = [p for p in evaluator.parameters() if p.requires_grad]
+            loss = arch.cyclic_loss(self._logits(arch, "arch", xa), evaluator(xa), ya)
+            grads = gradients(loss, [*alphas, *eval_weights])
+            for weight, grad in zip(eval_weights, grads[len(alphas) :], strict=True):
+                weight.grad = grad
+            self._clip_and_step(evaluator, eval_optimizer)
+            grads = grads[: len(alphas)]
+        elif self.order == 2:
+            weights = [p for p in self.supernet.parameters() if p.requires_grad]
+            grads = unrolled_gradient(
+                weights,
+                alphas,
+                lambda: self._loss(arch, "arch", xw, yw),
+                lambda: arch.loss(self._loss(arch, "arch", xa, ya)),
+                lr,
+                momentum=self.momentum,
+                buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
+                weight_decay=self.weight_decay,
+            )
+        else:
+            grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
+        for alpha, grad in zip(alphas, grads, strict=True):
+            alpha.grad = grad
+        arch.step()
 
     def update(self, ctx: Context) -> None:
         """One search epoch (a no-op once the strategy's epochs are done)."""
@@ -356,7 +451,7 @@ class DifferentiableSupernetEstimator(Estimator):
         """Score ``arch`` on the supernet's weights (its exported child, batch norm recalibrated)."""
         started = time.perf_counter()
         supernet = self._ensure(ctx, self._arch(ctx))
-        (wx, _), _ = self._halves(ctx)
+        (wx, _), _ = self._halves(ctx, self._fraction(self._arch(ctx)))
         child = supernet.export(self.space.validate(arch)).to(ctx.device)
         generator = torch.Generator().manual_seed(derive_seed(self._seed or 0, "dnas-bn"))
         order = torch.randperm(len(wx), generator=generator).to(ctx.device)
@@ -387,12 +482,19 @@ class DifferentiableSupernetEstimator(Estimator):
         if self.supernet is None:
             return {"seed": self._seed, "epoch": self._epoch, "options": self._options, **(self._pending or {})}
         assert self.optimizer is not None
+        evaluator = {}
+        if self.evaluator is not None and self.evaluator_optimizer is not None:
+            evaluator = {
+                "evaluator": self.evaluator.state_dict(),
+                "evaluator_optimizer": self.evaluator_optimizer.state_dict(),
+            }
         return {
             "seed": self._seed,
             "epoch": self._epoch,
             "options": self._options,
             "supernet": self.supernet.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **evaluator,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -403,7 +505,7 @@ class DifferentiableSupernetEstimator(Estimator):
         if self.supernet is None or state.get("options", {}) != self._options:
             self._options = dict(state.get("options", {}))
             self.supernet = None
-            self._pending = {"supernet": state["supernet"], "optimizer": state["optimizer"]}
+            self._pending = {key: state[key] for key in _NETWORK_STATE if key in state}
         else:
             self._load(state)
 
@@ -411,5 +513,10 @@ class DifferentiableSupernetEstimator(Estimator):
         assert self.supernet is not None and self.optimizer is not None
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "evaluator" in state:
+            if self.evaluator is None or self.evaluator_optimizer is None:
+                raise CheckpointError("the checkpoint holds an evaluation network (CDARTS) but the strategy has none")
+            self.evaluator.load_state_dict(state["evaluator"])
+            self.evaluator_optimizer.load_state_dict(state["evaluator_optimizer"])
         if "epoch" in state:
             self._epoch = int(state["epoch"])

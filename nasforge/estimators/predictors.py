@@ -356,7 +356,9 @@ class PredictorEstimator(Estimator):
         data: CSV/JSON file of measured archs.
         arch_column: the field holding the arch in ``data``.
         teacher: the estimator measuring the first ``warmup`` archs: a registered name, or (from
-            Python) an estimator instance.
+            Python) an estimator instance; None: ``scratch`` (training each arch, the ground
+            truth) when there is no ``data``, else no teacher. So ``{type: predictor}`` alone
+            trains the first 20 archs from scratch and predicts the rest.
         teacher_options: options of the teacher when it is given by name.
         warmup: how many archs the teacher measures before predictions start.
         seed: seeds the predictors.
@@ -376,7 +378,7 @@ class PredictorEstimator(Estimator):
         seed: int = 0,
     ) -> None:
         if data is None and teacher is None:
-            raise ValueError("give training `data`, a `teacher` estimator, or both")
+            teacher = "scratch"
         if not metrics:
             raise ValueError("name at least one metric to predict")
         if teacher_options and not isinstance(teacher, str):

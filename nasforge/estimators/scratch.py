@@ -16,6 +16,9 @@ from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
 from nasforge.core.trial import Result
 from nasforge.objectives.counters import count_flops, count_params
+from nasforge.spaces.hparams import apply_hparams, hparams_of
+from nasforge.tasks.augment import AugmentPolicy
+from nasforge.tasks.criteria import CriterionName
 from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, seeded, train_model
 
 __all__ = ["ScratchTraining"]
@@ -34,6 +37,10 @@ class ScratchTraining(Estimator):
     ``train_loss`` of the last epoch, ``params`` and ``flops`` of the child for one input. Cost:
     ``seconds`` (build, count and train) and ``epochs``. The learning curve goes in ``extras``.
     The trial seed fixes the weight initialisation and the sample order.
+
+    An arch of a space with hyperparameter choices (``with_hparams``, ``hpo``) overrides these
+    settings with its ``hp.NAME`` values for its own training; they are kept in ``extras``.
+    ``criterion`` selects the training loss (:mod:`nasforge.tasks.criteria`; not ``kd``).
     """
 
     def __init__(
@@ -47,7 +54,12 @@ class ScratchTraining(Estimator):
         grad_clip: PositiveFloat | None = 5.0,
         label_smoothing: UnitFraction = 0.0,
         warmup_epochs: NonNegativeInt = 0,
+        augment: AugmentPolicy = "none",
+        criterion: CriterionName = "cross_entropy",
+        criterion_options: dict[str, float] | None = None,
     ) -> None:
+        if criterion == "kd":
+            raise ValueError("criterion 'kd' needs a teacher network, which the scratch estimator does not have")
         self.settings = TrainSettings(
             epochs=epochs,
             batch_size=batch_size,
@@ -58,6 +70,9 @@ class ScratchTraining(Estimator):
             grad_clip=grad_clip,
             label_smoothing=label_smoothing,
             warmup_epochs=warmup_epochs,
+            augment=augment,
+            criterion=criterion,
+            criterion_options=criterion_options or {},
         )
 
     def estimate(self, arch: Arch, ctx: Context) -> Result:
@@ -68,6 +83,8 @@ class ScratchTraining(Estimator):
                 "the scratch estimator trains every arch, so it needs a dataset; "
                 "set `data:` in the config (e.g. `data: {type: digits}`)"
             )
+        hparams = hparams_of(arch)
+        settings = apply_hparams(self.settings, hparams)
         start = time.perf_counter()
         with seeded(ctx.seed, ctx.device):
             model = ctx.space.build(arch)
@@ -84,7 +101,7 @@ class ScratchTraining(Estimator):
             )
 
         report = train_model(
-            model, data.train, self.settings, seed=ctx.seed, device=ctx.device, eval_set=data.valid, progress=log_epoch
+            model, data.train, settings, seed=ctx.seed, device=ctx.device, eval_set=data.valid, progress=log_epoch
         )
         assert report.eval_acc is not None and report.eval_loss is not None
         return Result(
@@ -97,5 +114,5 @@ class ScratchTraining(Estimator):
                 "flops": float(flops),
             },
             cost={"seconds": time.perf_counter() - start, "epochs": float(report.epochs)},
-            extras={"train_loss": report.train_loss, "train_acc": report.train_acc},
+            extras={"train_loss": report.train_loss, "train_acc": report.train_acc, **({"hparams": hparams} if hparams else {})},
         )

@@ -32,11 +32,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.atomic import load_checkpoint, save_checkpoint
+from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
@@ -44,9 +47,10 @@ from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
 from nasforge.objectives.counters import count_flops, count_params
-from nasforge.runner.checkpoint import load_checkpoint, save_checkpoint
+from nasforge.supernet.dnas import gradients
 from nasforge.supernet.rules import TrainingRule, get_rule
 from nasforge.supernet.train import SupernetSettings, SupernetTrainer, as_tensors
+from nasforge.tasks.criteria import CriterionName, make_criterion
 from nasforge.tasks.training import Momentum, seeded
 
 __all__ = ["SupernetEstimator", "inherited_child", "require_supernet", "SUPERNET_DIR"]
@@ -145,6 +149,8 @@ class SupernetEstimator(Estimator):
             the statistics of training.
         eval_batches: validation minibatches per score; 0 for the whole validation split.
         steps_per_arch: ENAS only: minibatches the shared weights train on each asked arch.
+        criterion, criterion_options: the training loss (:mod:`nasforge.tasks.criteria`; not
+            ``kd``), e.g. ``mixup`` or ``label_smoothing``; scores stay cross-entropy.
         space: the space (filled in by the runner); it must have a ``supernet()`` method.
     """
 
@@ -161,6 +167,8 @@ class SupernetEstimator(Estimator):
         bn_batches: NonNegativeInt | None = None,
         eval_batches: NonNegativeInt | None = None,
         steps_per_arch: PositiveInt = 10,
+        criterion: CriterionName = "cross_entropy",
+        criterion_options: dict[str, float] | None = None,
         space: SearchSpace | None = None,
     ) -> None:
         self.rule: TrainingRule = get_rule(rule)
@@ -185,6 +193,10 @@ class SupernetEstimator(Estimator):
         if not self.rule.trains_asked_archs and self.settings.epochs == 0:
             raise ValueError(f"rule {rule!r} trains the supernet before the search: epochs must be at least 1")
         self.steps_per_arch = steps_per_arch
+        if criterion == "kd":
+            raise ValueError("criterion 'kd' needs a teacher network, which the supernet estimator does not have")
+        self.criterion = (criterion, dict(criterion_options or {}))
+        make_criterion(*self.criterion)  # options checked now, not at the first epoch
         if space is not None:
             require_supernet(space)
         self._updates = 0  # update() calls: the number of the trial being run, plus one
@@ -200,7 +212,13 @@ class SupernetEstimator(Estimator):
     def _fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
         """What must not change between a run and its resumption: the rule, settings and shapes."""
         shapes = repr([(name, tuple(t.shape)) for name, t in supernet.state_dict().items()])
-        return {"rule": self.rule.name, **asdict(self.settings), "shapes": hashlib.sha1(shapes.encode()).hexdigest()}
+        criterion = {"criterion": list(self.criterion)} if self.criterion != ("cross_entropy", {}) else {}
+        return {
+            "rule": self.rule.name,
+            **asdict(self.settings),
+            **criterion,
+            "shapes": hashlib.sha1(shapes.encode()).hexdigest(),
+        }
 
     def _tensors(self, ctx: Context) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         data = ctx.data
@@ -221,7 +239,15 @@ class SupernetEstimator(Estimator):
             self._seed = derive_seed(ctx.seed, "supernet")
         with seeded(derive_seed(self._seed, "init"), ctx.device):
             supernet = ctx.space.supernet()  # type: ignore[attr-defined]
-        trainer = SupernetTrainer(supernet, ctx.space, self.rule, self.settings, seed=self._seed, device=ctx.device)
+        trainer = SupernetTrainer(
+            supernet,
+            ctx.space,
+            self.rule,
+            self.settings,
+            seed=self._seed,
+            device=ctx.device,
+            criterion=make_criterion(*self.criterion),
+        )
         if ctx.run_dir is not None:
             self._slots = _Slots(Path(ctx.run_dir) / SUPERNET_DIR, self._fingerprint(supernet))
             if not self._slots.read():  # a new run: its initial weights are the first state to return to
@@ -279,13 +305,59 @@ class SupernetEstimator(Estimator):
     # -- the estimator contract ----------------------------------------------------------------
 
     def update(self, ctx: Context) -> None:
-        """Train the supernet until its ``epochs`` are done (a no-op afterwards).
+        """Train the supernet until its ``epochs`` are done; then, for a strategy with
+        architecture parameters (``ctx.arch_parameters``, e.g. the architecture generator), one
+        epoch of architecture steps through the trained supernet per call (:meth:`_arch_epoch`).
 
         The runner calls it before every trial, replayed ones included, so it also counts
         trials; ENAS's per-trial state is picked in :meth:`estimate`, which replays skip.
         """
         self._updates += 1
-        self._ready(ctx, None)
+        trainer = self._ready(ctx, None)
+        arch = ctx.arch_parameters
+        if arch is not None and arch.epoch < arch.epochs:
+            if self.rule.trains_asked_archs:
+                raise ConfigError(
+                    f"rule {self.rule.name!r} trains the asked archs; a strategy with architecture parameters "
+                    "searches a trained supernet: use rule spos, fairnas or rsps"
+                )
+            started = time.perf_counter()
+            with seeded(derive_seed(trainer.seed, "arch-epoch", arch.epoch), ctx.device):
+                loss = self._arch_epoch(trainer, arch, self._tensors(ctx)[1])
+            arch.end_epoch()
+            ctx.log.info("architecture epoch %d/%d on the trained supernet: loss %.4f", arch.epoch, arch.epochs, loss)
+            self._unbilled += time.perf_counter() - started
+
+    @staticmethod
+    def _arch_epoch(trainer: SupernetTrainer, arch: ArchParameters, valid: tuple[Tensor, Tensor]) -> float:
+        """One pass of architecture steps over ``valid`` (as SGNAS trains its generator on the
+        validation split) with the supernet's weights fixed: per minibatch the candidates are
+        mixed by ``arch.weights("arch")`` and ``arch.loss(training criterion)`` descends into
+        ``arch.parameters()`` only. Batch norm uses batch statistics; its running statistics are
+        restored afterwards, so the supernet's state is unchanged. Returns the mean loss."""
+        supernet, size = trainer.supernet, trainer.settings.batch_size
+        buffers = {name: buffer.clone() for name, buffer in supernet.named_buffers()}
+        images, labels = valid
+        order = torch.randperm(len(labels)).to(images.device)
+        losses = []
+        supernet.train()
+        try:
+            for start in range(0, len(labels) - size + 1, size):
+                index = order[start : start + size]
+                inputs, targets = trainer.criterion.prepare(images[index], labels[index])
+                supernet.set_weights(arch.weights("arch"))
+                loss = arch.loss(trainer.criterion(supernet(inputs), targets))
+                for tensor, grad in zip(arch.parameters(), gradients(loss, arch.parameters()), strict=True):
+                    tensor.grad = grad
+                arch.step()
+                losses.append(float(loss.detach()))
+        finally:
+            with torch.no_grad():
+                for name, buffer in supernet.named_buffers():
+                    buffer.copy_(buffers[name])
+        if not losses:
+            raise ConfigError(f"the validation split ({len(labels)} samples) is smaller than batch_size {size}")
+        return sum(losses) / len(losses)
 
     def estimate(self, arch: Arch, ctx: Context) -> Result:
         """Score ``arch`` with inherited weights (ENAS: train them on it first)."""

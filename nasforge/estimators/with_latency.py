@@ -1,12 +1,17 @@
-"""An estimator wrapper adding a latency predicted from a profiled table (``nasforge profile``).
+"""An estimator wrapper adding a predicted latency: a profiled table (``nasforge profile``) or a
+cost model fitted on it (``nasforge costmodel fit``).
 
-With it a search can bound latency as a hard constraint::
+With it a search can bound latency as a constraint of the objective (the strategy still proposes
+slow archs; they are scored infeasible)::
 
     estimator:
       type: with_latency
       inner: {type: nb201_table, devices: []}
-      table: nb201_cpu.json
+      table: nb201_cpu.json                 # or cost_model: nb201_cpu.pkl
     objective: {type: single, metric: val_acc, constraints: [{metric: latency_ms, max: 5}]}
+
+For a bound no proposed arch may cross (one-shot searches: not even trained in the supernet),
+use the ``latency_bounded`` space instead.
 """
 
 from __future__ import annotations
@@ -20,24 +25,30 @@ from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
-from nasforge.hardware.profile import LatencyTable
+from nasforge.hardware.latency import LatencyModel
 
 __all__ = ["WithLatency"]
 
 
 @register("estimator", "with_latency")
 class WithLatency(Estimator):
-    """Runs another estimator and adds ``metric``: the arch's latency predicted by a table.
+    """Runs another estimator and adds ``metric``: the arch's predicted latency.
 
     Args:
         inner: the wrapped estimator's config, ``{type: NAME, ...its options}``.
         table: path of a latency table JSON written by ``nasforge profile``.
+        cost_model: instead of ``table``, a cost model written by ``nasforge costmodel fit``.
         metric: name of the added metric (milliseconds).
         space: the search space (offered by the runner; passed on to ``inner``).
     """
 
     def __init__(
-        self, inner: dict[str, Any], table: str, metric: str = "latency_ms", space: SearchSpace | None = None
+        self,
+        inner: dict[str, Any],
+        table: str | None = None,
+        cost_model: str | None = None,
+        metric: str = "latency_ms",
+        space: SearchSpace | None = None,
     ) -> None:
         options = dict(inner)
         name = options.pop("type", None)
@@ -45,12 +56,12 @@ class WithLatency(Estimator):
             raise ConfigError("with_latency: `inner` needs `type`, the registered name of the wrapped estimator")
         context = {"space": space} if space is not None else {}
         self.inner: Estimator = registry.create("estimator", name, options, context=context, where="with_latency.inner")
-        self.table = LatencyTable.load(table)
+        self.latency_model = LatencyModel.load(table, cost_model)
         self.metric = metric
 
     def estimate(self, arch: Arch, ctx: Context) -> Result:
         result = self.inner.estimate(arch, ctx)
-        metrics = {**result.metrics, self.metric: self.table.predict(arch)}
+        metrics = {**result.metrics, self.metric: self.latency_model.predict(arch)}
         return Result(metrics=metrics, cost=result.cost, extras=result.extras)
 
     def update(self, ctx: Context) -> None:

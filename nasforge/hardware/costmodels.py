@@ -7,7 +7,8 @@ per-block table (measured latency, or a proxy such as FLOPs when nothing was mea
 - ``naive_sum``: the sum of the block costs, no fitting (a latency lookup table).
 - ``linear_sum``: ``a * sum + b`` (a scale and a fixed overhead).
 - ``linear_sum_count``: ``a * sum + c * blocks + b`` (adds a per-block overhead, ``blocks``
-  being the number of blocks with a non-zero cost).
+  being the number of blocks that do work: a cost above 2% of the median block cost, so that
+  measured identity or zero blocks, a microsecond each, do not count).
 - ``mlp``: an MLP ensemble on the vector of per-block costs.
 - ``lstm``: an LSTM over the sequence of (one-hot token, cost) block features, as aw_nas'
   latency predictor.
@@ -101,8 +102,7 @@ class LinearSum(CostModel):
     def __init__(self) -> None:
         self.coef = np.array([1.0, 0.0])
 
-    @staticmethod
-    def _design(features: BlockFeatures) -> np.ndarray:
+    def _design(self, features: BlockFeatures) -> np.ndarray:
         return features.costs.sum(axis=1, keepdims=True)
 
     def fit(self, features: BlockFeatures, y: np.ndarray) -> LinearSum:
@@ -114,14 +114,24 @@ class LinearSum(CostModel):
 
 
 class LinearSumCount(LinearSum):
-    """``a * sum(costs) + c * blocks + b``, ``blocks`` counting the blocks of non-zero cost."""
+    """``a * sum(costs) + c * blocks + b``, ``blocks`` counting the blocks that do work.
+
+    A block does work when its cost exceeds 2% of the median positive block cost of the
+    training archs (fixed at :meth:`fit`): a measured identity costs about a microsecond, not 0.
+    """
 
     def __init__(self) -> None:
         self.coef = np.array([1.0, 0.0, 0.0])
+        self.floor = 0.0
 
-    @staticmethod
-    def _design(features: BlockFeatures) -> np.ndarray:
-        return np.column_stack([features.costs.sum(axis=1), (features.costs != 0).sum(axis=1)])
+    def _design(self, features: BlockFeatures) -> np.ndarray:
+        return np.column_stack([features.costs.sum(axis=1), (features.costs > self.floor).sum(axis=1)])
+
+    def fit(self, features: BlockFeatures, y: np.ndarray) -> LinearSumCount:
+        positive = features.costs[features.costs > 0]
+        self.floor = 0.02 * float(np.median(positive)) if positive.size else 0.0
+        super().fit(features, y)
+        return self
 
 
 class _Standardised(CostModel):

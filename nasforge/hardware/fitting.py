@@ -18,13 +18,13 @@ import numpy as np
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError
 from nasforge.core.space import SearchSpace
 from nasforge.hardware.costmodels import BlockFeatures, CostModel, evaluate, make_cost_model
 from nasforge.hardware.profile import LatencyTable, measure_model
-from nasforge.runner.checkpoint import atomic_write_bytes
 
-__all__ = ["input_context", "table_features", "measure_children", "FittedCostModel", "fit_cost_model"]
+__all__ = ["input_context", "table_features", "distinct_archs", "measure_children", "FittedCostModel", "fit_cost_model"]
 
 
 def input_context(shape: Sequence[int]) -> dict[str, Any]:
@@ -42,10 +42,8 @@ def table_features(table: LatencyTable, archs: Sequence[Arch]) -> BlockFeatures:
     return BlockFeatures(tokens, costs, len(vocabulary))
 
 
-def measure_children(
-    space: SearchSpace, table: LatencyTable, n: int, *, seed: int, warmup: int = 3, repeats: int = 10
-) -> tuple[list[Arch], np.ndarray]:
-    """``n`` distinct sampled archs and their end-to-end latency (ms) on the table's device."""
+def distinct_archs(space: SearchSpace, n: int, *, seed: int) -> list[Arch]:
+    """``n`` distinct archs drawn uniformly from ``space`` (fewer if the space holds fewer)."""
     rng = np.random.default_rng(seed)
     archs: list[Arch] = []
     seen: set[Arch] = set()
@@ -55,6 +53,14 @@ def measure_children(
             break
         seen.add(arch)
         archs.append(arch)
+    return archs
+
+
+def measure_children(
+    space: SearchSpace, table: LatencyTable, n: int, *, seed: int, warmup: int = 3, repeats: int = 10
+) -> tuple[list[Arch], np.ndarray]:
+    """``n`` distinct sampled archs and their end-to-end latency (ms) on the table's device."""
+    archs = distinct_archs(space, n, seed=seed)
     device = str(table.device.get("device", "cpu"))
     measured = [measure_model(space.build(a), table.input_shape, device, warmup, repeats) for a in archs]
     return archs, np.asarray(measured, dtype=np.float64)

@@ -8,6 +8,11 @@ device (CPU model, threads, torch and NumPy versions), saves to and loads from J
 tables of other runs on the same device, and predicts an arch's latency as the naive sum of its
 blocks. :func:`measure_model` times a whole network the same way, to check the table.
 
+On CUDA every timed call is bracketed by ``torch.cuda.synchronize``: the wall-clock time of the
+call up to the end of its last kernel, which is the latency a user of the model sees (kernel
+launches included, as they dominate small networks). With ``energy=True`` each block's energy per
+forward is read from the CPU package's RAPL counter (Linux powercap) where it is readable.
+
 Example:
     >>> table = profile_space(NB201Space(), (3, 32, 32))  # doctest: +SKIP
     >>> table.save("nb201_cpu.json")  # doctest: +SKIP
@@ -19,11 +24,14 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import platform
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasforge.core.arch import Arch
+from nasforge.core.arch import Arch, Choice
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
 from nasforge.reporting import cpu_model
@@ -40,17 +48,18 @@ from nasforge.reporting import cpu_model
 __all__ = [
     "LatencyTable",
     "device_description",
+    "pinned_threads",
     "measure_model",
     "measure_energy",
     "energy_counter",
+    "no_energy_counter_reason",
     "profile_space",
     "table_vs_measured",
-    "NO_ENERGY_COUNTER",
+    "RAPL_GLOB",
 ]
 
-NO_ENERGY_COUNTER = "this machine exposes no energy counter (no readable /sys/class/powercap/intel-rapl*/energy_uj)"
-
-
+#: Where Linux exposes the CPU packages' RAPL energy counters (µJ; Intel, and AMD since Zen).
+RAPL_GLOB = "/sys/class/powercap/intel-rapl*/energy_uj"
 
 
 def device_description(device: str = "cpu") -> dict[str, Any]:
@@ -73,41 +82,84 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with torch's CPU thread count set to ``threads`` (None: leave it)."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @torch.no_grad()
 def measure_model(
-    model: nn.Module, input_shape: Sequence[int], device: str = "cpu", warmup: int = 3, repeats: int = 10
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
 ) -> float:
-    """Median latency (ms) of ``model`` on one batch of shape ``input_shape`` (batch included)."""
-    model = model.to(device).eval()
-    x = torch.randn(*input_shape, device=device)
-    for _ in range(warmup):
-        model(x)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
+    """Median latency (ms) of ``model`` on one batch of shape ``input_shape`` (batch included).
+
+    ``warmup`` untimed calls first (allocator, caches, cuDNN's choices), then ``repeats`` timed
+    ones; ``threads`` pins torch's CPU threads meanwhile (None leaves them). On CUDA the device
+    is synchronised before the clock starts and after each call.
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but no CUDA device is available; use 'cpu'")
+    with pinned_threads(threads):
+        model = model.to(device).eval()
+        x = torch.randn(*input_shape, device=device)
+        for _ in range(warmup):
+            model(x)
         _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            _sync(device)
+            times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def _read_uj(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def energy_counter() -> Path | None:
     """The first readable RAPL package energy counter (µJ), or None."""
-    for path in sorted(glob.glob("/sys/class/powercap/intel-rapl*/energy_uj")):
-        try:
-            int(Path(path).read_text())
+    for path in sorted(glob.glob(RAPL_GLOB)):
+        if _read_uj(Path(path)) is not None:
             return Path(path)
-        except (OSError, ValueError):
-            continue
     return None
 
 
-@torch.no_grad()
-def measure_energy(model: nn.Module, input_shape: Sequence[int], repeats: int = 50) -> float | None:
-    """Mean package energy (mJ) of one forward on CPU from RAPL, or None without a counter.
+def no_energy_counter_reason() -> str:
+    """One line saying why no energy is measured here (for a machine without a readable counter)."""
+    present = sorted(glob.glob(RAPL_GLOB))
+    if present:
+        return (
+            f"energy not measured: {present[0]} exists but is not readable by this user "
+            "(Linux keeps RAPL counters root-only; `sudo chmod o+r` it to measure energy)"
+        )
+    return f"energy not measured: this machine exposes no energy counter (no {RAPL_GLOB})"
 
-    The counter covers the whole CPU package, so other load on the machine inflates it.
+
+@torch.no_grad()
+def measure_energy(model: nn.Module, input_shape: Sequence[int], min_seconds: float = 0.2) -> float | None:
+    """Mean CPU-package energy (mJ) of one forward, from RAPL; None without a readable counter.
+
+    Forwards repeat for at least ``min_seconds`` so that the counter (updated about every
+    millisecond) moves far more than its resolution. A counter that wraps around during the
+    run is corrected by its ``max_energy_range_uj``. The counter covers the whole package, idle
+    power and other processes included: measure on an otherwise idle machine.
     """
     counter = energy_counter()
     if counter is None:
@@ -115,11 +167,18 @@ def measure_energy(model: nn.Module, input_shape: Sequence[int], repeats: int = 
     model = model.eval()
     x = torch.randn(*input_shape)
     model(x)
-    before = int(counter.read_text())
-    for _ in range(repeats):
+    before = _read_uj(counter)
+    started, calls = time.perf_counter(), 0
+    while calls == 0 or time.perf_counter() - started < min_seconds:
         model(x)
-    used = int(counter.read_text()) - before  # µJ; the counter may wrap around: skip that run
-    return used / repeats / 1e3 if used >= 0 else None
+        calls += 1
+    after = _read_uj(counter)
+    if before is None or after is None:
+        return None
+    used = after - before
+    if used < 0:
+        used += _read_uj(counter.with_name("max_energy_range_uj")) or 0
+    return used / calls / 1e3 if used >= 0 else None
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -164,6 +223,32 @@ class LatencyTable:
             raise ConfigError(f"the latency table has not measured block(s) {', '.join(sorted(set(missing)))}")
         return self.overhead_ms + float(sum(self.blocks[key] for key in self.keys(arch)))
 
+    def fastest_arch(self, choices: Mapping[str, Choice]) -> Arch:
+        """The arch of ``choices`` whose summed blocks are fastest (each choice's cheapest value,
+        summed over every layer that follows it); constraints between choices are ignored."""
+        cost: dict[tuple[str, str], float] = defaultdict(float)
+        for layer in self.layers:
+            for value, key in layer["blocks"].items():
+                cost[layer["choice"], value] += self.blocks.get(key, math.inf)
+        return Arch(
+            {name: min(choice.candidates, key=lambda v, n=name: cost[n, str(v)]) for name, choice in choices.items()}
+        )
+
+    def predict_energy(self, arch: Mapping[str, Any]) -> float:
+        """Energy (mJ) of one forward of ``arch``: the sum of its blocks' energies.
+
+        Blocks carry energy only in tables profiled with ``energy=True`` on a machine with a
+        readable counter; otherwise this is a ConfigError naming the missing blocks' count.
+        """
+        keys = self.keys(arch)
+        missing = {key for key in keys if key not in self.energy_mj}
+        if missing:
+            raise ConfigError(
+                f"the latency table holds no energy for {len(missing)} block(s) of this arch; profile with "
+                "`nasforge profile --energy` on a machine with a readable RAPL counter"
+            )
+        return float(sum(self.energy_mj[key] for key in keys))
+
     def merge(self, other: LatencyTable) -> LatencyTable:
         """A table holding both tables' blocks (``other`` wins where both measured one).
 
@@ -203,10 +288,11 @@ class LatencyTable:
         return cls(**data)
 
 
-def _choice_inputs(
+def choice_inputs(
     space: SearchSpace, supernet: nn.Module, input_shape: Sequence[int]
 ) -> list[tuple[Any, tuple[int, ...]]]:
-    """Every choice module of the supernet with the shape of its input, in forward order."""
+    """Every choice module of the supernet with the shape of its input (batch included), in forward
+    order; a module run twice is listed twice. Shared by the latency and cost lookup tables."""
     from nasforge.supernet.mixed import LayerChoice
 
     seen: list[tuple[Any, tuple[int, ...]]] = []
@@ -233,24 +319,24 @@ def profile_space(
     warmup: int = 3,
     repeats: int = 10,
     calibrate: int = 3,
+    energy: bool = False,
 ) -> LatencyTable:
     """Measure every distinct block of ``space``'s supernet at ``input_shape`` (batch included).
 
     ``threads`` pins torch's CPU threads for the measurement (None leaves them). ``calibrate``
-    whole sampled networks are then timed to set :attr:`LatencyTable.overhead_ms` (0: none). The
-    space must offer ``supernet()`` (cell spaces such as ``nb201`` do).
+    whole sampled networks are then timed to set :attr:`LatencyTable.overhead_ms` (0: none). With
+    ``energy`` (CPU only) each block's energy per forward is recorded too where a RAPL counter is
+    readable (:func:`energy_counter`; :func:`no_energy_counter_reason` says why not). The space
+    must offer ``supernet()`` (cell and blockwise spaces do).
     """
     if not hasattr(space, "supernet"):
         raise ConfigError(f"{type(space).__name__} has no supernet(); profiling needs every candidate module")
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with pinned_threads(threads):
         supernet = space.supernet()
         layers: list[dict[str, Any]] = []
         blocks: dict[str, float] = {}
-        energy: dict[str, float] = {}
-        for module, shape in _choice_inputs(space, supernet, input_shape):
+        energy_mj: dict[str, float] = {}
+        for module, shape in choice_inputs(space, supernet, input_shape):
             keys = {}
             for value, candidate in zip(module.values, module.ops, strict=True):
                 with torch.no_grad():
@@ -259,17 +345,15 @@ def profile_space(
                 keys[str(value)] = key
                 if key not in blocks:
                     blocks[key] = measure_model(candidate, shape, device, warmup, repeats)
-                    mj = measure_energy(candidate, shape) if device == "cpu" else None
+                    mj = measure_energy(candidate, shape) if energy and device == "cpu" else None
                     if mj is not None:
-                        energy[key] = mj
+                        energy_mj[key] = mj
             layers.append({"choice": module.name, "blocks": keys})
-        table = LatencyTable(device_description(device), list(input_shape), layers, blocks, energy)
+        table = LatencyTable(device_description(device), list(input_shape), layers, blocks, energy_mj)
         if calibrate:
             rows = table_vs_measured(space, table, calibrate, seed=1, repeats=repeats, warmup=warmup)
             table.overhead_ms = statistics.median(measured - summed for _, summed, measured in rows)
         return table
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def table_vs_measured(

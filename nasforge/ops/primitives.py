@@ -117,6 +117,10 @@ class ResNetBasicBlock(nn.Module):
     """NB201's residual block between stages: two 3x3 ReLUConvBN on the main path, the first
     with ``stride``; the shortcut is a 2x2 average pool then a bias-free 1x1 convolution when
     reducing, a 1x1 ReLUConvBN when only the width changes, and the identity otherwise.
+
+    The pool rounds up (``ceil_mode``) as the strided 3x3 convolution does, so an odd size
+    ``H`` gives ``ceil(H / 2)`` on both paths (the last window averages the one row or column
+    left); on even sizes this is NB201's block exactly, with the same parameters and FLOPs.
     """
 
     def __init__(
@@ -130,7 +134,7 @@ class ResNetBasicBlock(nn.Module):
         self.shortcut: nn.Module
         if stride == 2:
             self.shortcut = nn.Sequential(
-                nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+                nn.AvgPool2d(kernel_size=2, stride=2, padding=0, ceil_mode=True),
                 nn.Conv2d(C_in, C_out, kernel_size=1, stride=1, padding=0, bias=False),
             )
         elif C_in != C_out:
@@ -245,11 +249,18 @@ def _skip_connect(
     raise ValueError(f"skip_connect supports stride 1 or 2, got {stride}")
 
 
-def _conv(kernel_size: int) -> OpFactory:
+def _op(build: Callable[..., nn.Module], **fixed: int) -> OpFactory:
+    """The factory of ``build(C_in=, C_out=, stride=, affine=, track_running_stats=, **fixed)``:
+    one op class with its kernel size, padding or dilation fixed, e.g. ``_op(SepConv,
+    kernel_size=3, padding=1)``.
+    """
+
     def factory(
         C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
     ) -> nn.Module:
-        return ReLUConvBN(C_in, C_out, kernel_size, stride, kernel_size // 2, 1, affine, track_running_stats)
+        return build(
+            C_in=C_in, C_out=C_out, stride=stride, affine=affine, track_running_stats=track_running_stats, **fixed
+        )
 
     return factory
 
@@ -265,43 +276,65 @@ def _pool(make: Callable[[int], nn.Module]) -> OpFactory:
     return factory
 
 
-def _sep_conv(kernel_size: int) -> OpFactory:
-    def factory(
-        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
-    ) -> nn.Module:
-        return SepConv(C_in, C_out, kernel_size, stride, kernel_size // 2, affine, track_running_stats)
-
-    return factory
-
-
-def _dil_conv(kernel_size: int) -> OpFactory:
-    def factory(
-        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
-    ) -> nn.Module:
-        return DilConv(C_in, C_out, kernel_size, stride, kernel_size - 1, 2, affine, track_running_stats)
-
-    return factory
-
-
-def _conv_7x1_1x7(
-    C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
-) -> nn.Module:
-    return AsymmetricConv(C_in, C_out, 7, stride, affine, track_running_stats)
-
-
 #: Candidate ops by name. Pools and ``skip_connect`` project with a 1x1 ReLUConvBN (or
 #: :class:`FactorizedReduce`) when the channel count or resolution has to change.
 OPS: dict[str, OpFactory] = {
     "none": _none,
     "skip_connect": _skip_connect,
-    "nor_conv_1x1": _conv(1),
-    "nor_conv_3x3": _conv(3),
+    "nor_conv_1x1": _op(ReLUConvBN, kernel_size=1, padding=0),
+    "nor_conv_3x3": _op(ReLUConvBN, kernel_size=3, padding=1),
     "avg_pool_3x3": _pool(lambda stride: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)),
     "max_pool_3x3": _pool(lambda stride: nn.MaxPool2d(3, stride=stride, padding=1)),
-    "sep_conv_3x3": _sep_conv(3),
-    "sep_conv_5x5": _sep_conv(5),
-    "sep_conv_7x7": _sep_conv(7),
-    "dil_conv_3x3": _dil_conv(3),
-    "dil_conv_5x5": _dil_conv(5),
-    "conv_7x1_1x7": _conv_7x1_1x7,
+    "sep_conv_3x3": _op(SepConv, kernel_size=3, padding=1),
+    "sep_conv_5x5": _op(SepConv, kernel_size=5, padding=2),
+    "sep_conv_7x7": _op(SepConv, kernel_size=7, padding=3),
+    "dil_conv_3x3": _op(DilConv, kernel_size=3, padding=2, dilation=2),
+    "dil_conv_5x5": _op(DilConv, kernel_size=5, padding=4, dilation=2),
+    "conv_7x1_1x7": _op(AsymmetricConv, kernel_size=7),
 }
+
+
+# -- Candidates for converted user models (nasforge.convert) -------------------------------------
+# A converter puts these in place of a user's layer, so they are what such a layer usually is: a
+# bare convolution (the model's own batch norm and activation stay around it), the identity, and
+# MobileNetV2's inverted residual block (ProxylessNAS' candidates, named ``mbconv_e{E}_k{K}``).
+
+
+def _bare_conv(kernel_size: int) -> OpFactory:
+    def factory(
+        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+    ) -> nn.Module:
+        return nn.Conv2d(C_in, C_out, kernel_size, stride, kernel_size // 2, bias=False)
+
+    return factory
+
+
+def _identity(
+    C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+) -> nn.Module:
+    if C_in != C_out or stride != 1:
+        raise ValueError(
+            f"identity keeps the shape, so it cannot map {C_in} to {C_out} channels with stride {stride}; "
+            "use skip_connect, which projects"
+        )
+    return nn.Identity()
+
+
+def _mbconv(kernel_size: int, expansion: int) -> OpFactory:
+    def factory(
+        C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
+    ) -> nn.Module:
+        from nasforge.spaces.blockwise import MBConv  # the block lives with the MobileNet spaces
+
+        return MBConv(C_in, C_out, kernel_size, stride, expansion)
+
+    return factory
+
+
+OPS.update(
+    {
+        **{f"conv{k}x{k}": _bare_conv(k) for k in (1, 3, 5, 7)},
+        "identity": _identity,
+        **{f"mbconv_e{e}_k{k}": _mbconv(k, e) for e in (3, 6) for k in (3, 5, 7)},
+    }
+)

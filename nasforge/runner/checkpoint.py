@@ -1,68 +1,25 @@
-"""Atomic checkpoints: a checkpoint file is always either the old one or the new one, whole."""
+"""The runner's checkpoint file, written and read with the atomic helpers of :mod:`nasforge.core.atomic`.
+
+Only the advice on a corrupt checkpoint is the runner's own: the trial store keeps every
+finished trial, so a search can resume without its checkpoint.
+"""
 
 from __future__ import annotations
 
-import io
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from nasforge.core import atomic
+from nasforge.core.atomic import save_checkpoint
 
-from nasforge.core.errors import CheckpointError
+__all__ = ["save_checkpoint", "load_checkpoint"]
 
-__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint"]
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash at any moment leaves the old file or the new one.
-
-    The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed
-    over the target (``os.replace`` is atomic on POSIX and Windows); the folder is fsynced too.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Serialise ``state`` (tensors allowed) with ``torch.save`` and write it atomically."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+_RESUME_ADVICE = (
+    "Move it aside to resume from the trial store alone (every finished trial is kept there "
+    "and the search is replayed up to it), or start a new run."
+)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; a corrupt file raises CheckpointError."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
-            f"Move it aside to resume from the trial store alone (every finished trial is kept there "
-            f"and the search is replayed up to it), or start a new run."
-        ) from None
-    if not isinstance(state, dict) or "version" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a nasforge checkpoint")
-    return state
+    """Load the runner's checkpoint; a corrupt file raises CheckpointError saying how to resume."""
+    return atomic.load_checkpoint(path, advice=_RESUME_ADVICE)

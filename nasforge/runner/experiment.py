@@ -14,6 +14,7 @@ import yaml
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
@@ -21,7 +22,6 @@ from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
-from nasforge.runner.checkpoint import atomic_write_bytes
 from nasforge.runner.config import ExperimentConfig, dump_config
 from nasforge.runner.loop import Runner, SearchResult
 
@@ -76,7 +76,8 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
     """Load the data and construct every component, validating options against each other.
 
     Values derived from the data (``in_channels``, ``num_classes``, ``input_size``) are offered
-    to the space and estimator; the estimator is also offered the space.
+    to the space, strategy (budgets count FLOPs at the data's size) and estimator; the estimator
+    is also offered the space.
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -89,7 +90,9 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
         context.update(data.context())
     space = registry.create("space", config.space.type, config.space.options, context=context, where=f"{source}: space")
     objective = registry.create("objective", config.objective.type, config.objective.options, where=f"{source}: objective")
-    strategy = registry.create("strategy", config.strategy.type, config.strategy.options, where=f"{source}: strategy")
+    strategy = registry.create(
+        "strategy", config.strategy.type, config.strategy.options, context=context, where=f"{source}: strategy"
+    )
     estimator = registry.create(
         "estimator", config.estimator.type, config.estimator.options, context={**context, "space": space}, where=f"{source}: estimator"
     )

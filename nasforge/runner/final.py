@@ -2,6 +2,11 @@
 
 A model folder holds ``model.yaml`` (the space, data, arch and settings that made it),
 ``weights.pt`` and ``metrics.json``; ``nasforge test`` and ``nasforge export`` read it back.
+
+Training starts from fresh weights, or (``init_from``) from the weights the arch inherits from
+the supernet a one-shot search left in its run directory: fine-tuning instead of training from
+scratch. The folder then records that run in ``metrics.json`` (``inherited_from``) and
+``model.yaml`` (``init_from``).
 """
 
 from __future__ import annotations
@@ -12,24 +17,36 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 from torch import nn
 
+if TYPE_CHECKING:
+    from nasforge.hardware.latency import LatencyModel
+
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
+from nasforge.estimators.supernet import inherited_child
 from nasforge.objectives.counters import count_flops, count_params
-from nasforge.runner.checkpoint import atomic_write_bytes
 from nasforge.runner.config import ComponentSpec
 from nasforge.tasks.data import DataSplits
 from nasforge.tasks.training import TrainSettings, evaluate, train_model
 
-__all__ = ["ModelFolder", "train_final", "load_model_folder", "MODEL_FILE", "WEIGHTS_FILE", "METRICS_FILE"]
+__all__ = [
+    "ModelFolder",
+    "initial_model",
+    "train_final",
+    "load_model_folder",
+    "MODEL_FILE",
+    "WEIGHTS_FILE",
+    "METRICS_FILE",
+]
 
 log = logging.getLogger("nasforge")
 
@@ -40,6 +57,35 @@ METRICS_FILE = "metrics.json"
 
 def _spec_dict(spec: ComponentSpec) -> dict[str, Any]:
     return {"type": spec.type, **spec.options}
+
+
+def initial_model(space: SearchSpace, arch: Arch, *, seed: int, init_from: str | Path | None = None) -> nn.Module:
+    """The network final training starts from: ``space.build(arch)`` with seeded fresh weights,
+    or with the weights ``arch`` inherits from the supernet of the one-shot run in ``init_from``.
+
+    Inherited weights include the supernet's batch-norm statistics, so before any training the
+    model gives exactly the supernet's outputs on the arch's path.
+
+    Raises:
+        CheckpointError: ``init_from`` holds no supernet checkpoint, its supernet is not this
+            space's, or the arch's child from it does not load into ``space.build(arch)``.
+    """
+    space.validate(arch)
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(seed, "final-init"))
+        model = space.build(arch)
+    if init_from is None:
+        return model
+    child = inherited_child(init_from, space, arch)
+    try:
+        model.load_state_dict(child.state_dict())
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the weights of {space.format(arch)} in the supernet of {init_from} do not load into the network "
+            f"this space builds for it ({str(exc).splitlines()[0]}); inheriting weights needs a space whose "
+            f"supernet children are its built networks, such as nb201"
+        ) from None
+    return model
 
 
 def train_final(
@@ -54,15 +100,20 @@ def train_final(
     out_dir: str | Path,
     device: str = "cpu",
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    init_from: str | Path | None = None,
+    latency: LatencyModel | None = None,
 ) -> dict[str, float]:
     """Train ``arch`` on the whole training set (train + valid), test it once, save the folder.
 
+    ``init_from``: a one-shot run directory whose supernet gives the initial weights (see
+    :func:`initial_model`); None trains from scratch.
+    ``latency``: the latency model the search used; the trained model is then timed on this
+    machine as its table was, and ``latency_predicted_ms``, ``latency_measured_ms`` and
+    ``latency_measured_over_predicted`` join the metrics (and the log).
+
     Returns the metrics (``test_acc``, ``test_loss``, ``params``, ``flops``, ``train_seconds``).
     """
-    space.validate(arch)
-    with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(seed, "final-init"))
-        model = space.build(arch)
+    model = initial_model(space, arch, seed=seed, init_from=init_from)
     input_shape = (1, data.in_channels, *data.input_size)  # batch of one, as exported models see it
     report = train_model(
         model, data.train_and_valid, settings, seed=derive_seed(seed, "final-train"), device=device, progress=progress
@@ -77,6 +128,8 @@ def train_final(
         "train_seconds": report.seconds,
         "epochs": float(report.epochs),
     }
+    if latency is not None:
+        metrics.update(latency.compare(model, arch, input_shape))
     out = Path(out_dir)
     description = {
         "arch": space.format(arch),
@@ -87,10 +140,13 @@ def train_final(
         "input_shape": list(input_shape),
         "input_normalization": data.normalization,
     }
+    recorded: dict[str, Any] = dict(metrics)
+    if init_from is not None:
+        description["init_from"] = recorded["inherited_from"] = str(Path(init_from).resolve())
     buffer = io.BytesIO()
     torch.save(model.cpu().state_dict(), buffer)
     atomic_write_bytes(out / WEIGHTS_FILE, buffer.getvalue())
-    atomic_write_bytes(out / METRICS_FILE, json.dumps(metrics, indent=2).encode())
+    atomic_write_bytes(out / METRICS_FILE, json.dumps(recorded, indent=2).encode())
     atomic_write_bytes(out / MODEL_FILE, yaml.safe_dump(description, sort_keys=False).encode())
     return metrics
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from nasforge.core import registry
 from nasforge.core.registry import Registration
@@ -31,6 +32,8 @@ def compatible(reg: Registration, space: str) -> bool:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # an options piece, e.g. a strategy's `adam`
+        return _plain(value.model_dump())
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -39,6 +39,8 @@ __all__ = [
     "NestedSupernet",
     "LayerwiseSpace",
     "layer_slots",
+    "stage_inputs",
+    "stages",
     "is_small_input",
 ]
 
@@ -216,21 +218,34 @@ def is_small_input(input_size: tuple[int, int], small_input: bool | None) -> boo
     return min(input_size) < 64 if small_input is None else small_input
 
 
+def stages(*specs: tuple[int, int, int]) -> tuple[Stage, ...]:
+    """Stages from ``(width, depth, stride)`` triples."""
+    return tuple(Stage(*spec) for spec in specs)
+
+
+def stage_inputs(c_in: int, stages: Sequence[Stage], small: bool) -> list[tuple[int, Stage]]:
+    """Each stage with its input width, from ``c_in`` channels; with ``small`` the first
+    stride-2 stage runs at stride 1 (its ``stride`` is 1 in the returned stage)."""
+    out = []
+    dropped = not small
+    for stage in stages:
+        if stage.stride == 2 and not dropped:
+            stage, dropped = Stage(stage.width, stage.depth, 1), True
+        out.append((c_in, stage))
+        c_in = stage.width
+    return out
+
+
 def layer_slots(
     c_in: int, stages: Sequence[Stage], small: bool, candidates: Callable[[int, int, int], tuple[str, ...]]
 ) -> list[LayerSlot]:
-    """The layers of ``stages`` from ``c_in`` channels; with ``small`` the first stride-2 stage
-    runs at stride 1. ``candidates(c_in, c_out, stride)`` gives each layer's block names."""
+    """The layers of ``stages`` from ``c_in`` channels (strides as :func:`stage_inputs` sets
+    them). ``candidates(c_in, c_out, stride)`` gives each layer's block names."""
     slots = []
-    dropped = not small
-    for stage in stages:
-        stride = stage.stride
-        if stride == 2 and not dropped:
-            stride, dropped = 1, True
+    for stage_in, stage in stage_inputs(c_in, stages, small):
         for i in range(stage.depth):
-            s = stride if i == 0 else 1
-            slots.append(LayerSlot(c_in, stage.width, s, candidates(c_in, stage.width, s)))
-            c_in = stage.width
+            shape = (stage_in if i == 0 else stage.width, stage.width, stage.stride if i == 0 else 1)
+            slots.append(LayerSlot(*shape, candidates(*shape)))
     return slots
 
 

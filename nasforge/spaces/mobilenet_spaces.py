@@ -8,23 +8,28 @@ estimators. ImageNet counts at 224x224, 1000 classes (``count_params`` / ``count
 * MobileNetV2 (``ProxylessSpace(skeleton="mobilenet_v2").named("mobilenet_v2")``): 3,504,872
   parameters (torchvision's count) and 300.8M MACs (paper: 3.4M, 300M).
 * FBNet-A (``head_width=1504``, as published) / B / C: 4.32M / 4.81M / 5.57M parameters and
-  249.9M / 296.6M / 385.0M MACs (paper: 4.3M / 4.5M / 5.5M, 249M / 295M / 375M).
+  249.9M / 296.6M / 385.0M MACs (paper: 4.3M / 4.5M / 5.5M, 249M / 295M / 375M). The blocks are
+  those of the released models (mobile-vision's ``fbnet_a/b/c``; C is timm's ``fbnetc_100``,
+  5.57M / 385M). FBNet-B's 4.5M is not reachable from its published blocks: without the 1x1
+  expansion of ``e1`` blocks (mobile-vision's default) it has 4.75M / 281M, with A's 1504-wide
+  head 4.16M / 288M; the released definition is kept.
 * MnasNet-A1: 3,887,038 parameters, 311.6M MACs (paper: 3.9M, 312M).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
-from pydantic import PositiveInt
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
 from nasforge.core.arch import Arch, Choice
 from nasforge.core.errors import InvalidArchError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
+from nasforge.hardware.lut import CostLayer
 from nasforge.spaces.blockwise import (
     BlockwiseNetwork,
     LayerwiseSpace,
@@ -36,7 +41,10 @@ from nasforge.spaces.blockwise import (
     conv_bn,
     is_small_input,
     layer_slots,
+    stage_inputs,
+    stages,
 )
+from nasforge.supernet.elastic import make_divisible
 from nasforge.supernet.mixed import LayerChoice, Supernet
 
 __all__ = ["ProxylessSpace", "FBNetSpace", "SPOSSpace", "MnasNetSpace", "FBNET_BLOCKS", "SPOS_BLOCKS"]
@@ -57,23 +65,9 @@ PROXYLESS_BLOCKS: tuple[str, ...] = ("k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3"
 
 _SKELETONS: dict[str, tuple[Stage, ...]] = {
     # ProxylessNAS' mobile backbone: 21 searched layers after the fixed first block.
-    "proxyless": (
-        Stage(24, 4, 2),
-        Stage(40, 4, 2),
-        Stage(80, 4, 2),
-        Stage(96, 4, 1),
-        Stage(192, 4, 2),
-        Stage(320, 1, 1),
-    ),
+    "proxyless": stages((24, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1)),
     # MobileNetV2's widths and depths (Sandler et al. 2018, Table 2): 16 searched layers.
-    "mobilenet_v2": (
-        Stage(24, 2, 2),
-        Stage(32, 3, 2),
-        Stage(64, 4, 2),
-        Stage(96, 3, 1),
-        Stage(160, 3, 2),
-        Stage(320, 1, 1),
-    ),
+    "mobilenet_v2": stages((24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1)),
 }
 
 
@@ -139,15 +133,7 @@ FBNET_BLOCKS: tuple[str, ...] = (
     "k5_e6",
     "skip",
 )
-_FBNET_STAGES = (
-    Stage(16, 1, 1),
-    Stage(24, 4, 2),
-    Stage(32, 4, 2),
-    Stage(64, 4, 2),
-    Stage(112, 4, 1),
-    Stage(184, 4, 2),
-    Stage(352, 1, 1),
-)
+_FBNET_STAGES = stages((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2), (112, 4, 1), (184, 4, 2), (352, 1, 1))
 
 
 @register("space", "fbnet", tags=("blockwise", "supernet"))
@@ -200,12 +186,16 @@ class FBNetSpace(LayerwiseSpace):
         input_size: tuple[PositiveInt, PositiveInt] = (224, 224),
         small_input: bool | None = None,
         head_width: PositiveInt = 1984,
+        width_mult: PositiveFloat = 1.0,
     ) -> None:
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.small = is_small_input(input_size, small_input)
         self.head_width = head_width
-        self.slots = layer_slots(16, _FBNET_STAGES, self.small, lambda *_: FBNET_BLOCKS)
+        # FBNet's scaled variants (e.g. FBNet-96-0.35): every width times width_mult, to a multiple of 8.
+        self.stem_width = make_divisible(16 * width_mult)
+        stages = tuple(Stage(make_divisible(s.width * width_mult), s.depth, s.stride) for s in _FBNET_STAGES)
+        self.slots = layer_slots(self.stem_width, stages, self.small, lambda *_: FBNET_BLOCKS)
 
     def block(self, name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
         if name == "skip":
@@ -213,14 +203,14 @@ class FBNetSpace(LayerwiseSpace):
         return _mbconv(name, c_in, c_out, stride, act=nn.ReLU, expand_e1=True)
 
     def network(self, layers: Sequence[nn.Module]) -> nn.Module:
-        stem = conv_bn(self.in_channels, 16, 3, 1 if self.small else 2, act=nn.ReLU)
+        stem = conv_bn(self.in_channels, self.stem_width, 3, 1 if self.small else 2, act=nn.ReLU)
         head = conv_bn(self.slots[-1].c_out, self.head_width, 1, act=nn.ReLU)
         return BlockwiseNetwork(stem, layers, head, self.head_width, self.num_classes)
 
 
 #: SPOS' ShuffleNetV2 blocks (Guo et al., ECCV 2020).
 SPOS_BLOCKS: tuple[str, ...] = ("choice_3", "choice_5", "choice_7", "choice_x")
-_SPOS_STAGES = (Stage(64, 4, 2), Stage(160, 4, 2), Stage(320, 8, 2), Stage(640, 4, 2))
+_SPOS_STAGES = stages((64, 4, 2), (160, 4, 2), (320, 8, 2), (640, 4, 2))
 
 
 @register("space", "spos", tags=("blockwise", "supernet"))
@@ -258,8 +248,8 @@ class SPOSSpace(LayerwiseSpace):
 
 #: MnasNet's per-stage block candidates: kernel 3/5 x expansion 3/6 x squeeze-excite off/on.
 MNASNET_BLOCKS: tuple[str, ...] = tuple(f"k{k}_e{e}{se}" for k in (3, 5) for e in (3, 6) for se in ("", "_se"))
-#: MnasNet-A1's searched stages (Tan et al., CVPR 2019, Fig. 7): width, stride, base layers.
-_MNAS_STAGES = ((24, 2, 2), (40, 2, 3), (80, 2, 4), (112, 1, 2), (160, 2, 3), (320, 1, 1))
+#: MnasNet-A1's searched stages (Tan et al., CVPR 2019, Fig. 7); depth is A1's layer count.
+_MNAS_STAGES = stages((24, 2, 2), (40, 3, 2), (80, 4, 2), (112, 2, 1), (160, 3, 2), (320, 1, 1))
 _MNAS_STAGE = re.compile(r"(.+)x(\d+)")
 
 
@@ -292,11 +282,11 @@ class MnasNetSpace(SearchSpace):
         self.num_classes = num_classes
         self.small = is_small_input(input_size, small_input)
         self._choices: dict[str, Choice] = {}
-        for s, (width, _, base) in enumerate(_MNAS_STAGES, start=2):
+        for s, stage in enumerate(_MNAS_STAGES, start=2):
             self._choices[f"stage{s}.block"] = Choice(
-                f"stage{s}.block", MNASNET_BLOCKS, description=f"block of stage {s} ({width} ch)"
+                f"stage{s}.block", MNASNET_BLOCKS, description=f"block of stage {s} ({stage.width} ch)"
             )
-            depths = tuple(d for d in (base - 1, base, base + 1) if d >= 1)
+            depths = tuple(d for d in (stage.depth - 1, stage.depth, stage.depth + 1) if d >= 1)
             self._choices[f"stage{s}.layers"] = Choice(
                 f"stage{s}.layers", depths, ordered=True, description=f"layers of stage {s}"
             )
@@ -304,50 +294,64 @@ class MnasNetSpace(SearchSpace):
     def choices(self) -> Mapping[str, Choice]:
         return self._choices
 
-    def _stages(self) -> list[tuple[int, int, int, int]]:
-        """``(stage, c_in, width, stride)`` per stage, strides adjusted for small inputs."""
-        stages, c_in, dropped = [], 16, not self.small
-        for s, (width, stride, _) in enumerate(_MNAS_STAGES, start=2):
-            if stride == 2 and not dropped:
-                stride, dropped = 1, True
-            stages.append((s, c_in, width, stride))
-            c_in = width
-        return stages
+    def _layers(self) -> Iterator[tuple[int, int, tuple[int, int, int]]]:
+        """``(stage, layer index, (c_in, c_out, stride))`` of every layer a stage may have,
+        strides adjusted for small inputs."""
+        for s, (c_in, stage) in enumerate(stage_inputs(16, _MNAS_STAGES, self.small), start=2):
+            for i in range(int(max(self._choices[f"stage{s}.layers"].candidates))):
+                yield s, i, (c_in if i == 0 else stage.width, stage.width, stage.stride if i == 0 else 1)
 
     def _network(self, layers: Sequence[nn.Module]) -> nn.Module:
         stem = nn.Sequential(
-            conv_bn(self.in_channels, 32, 3, 1 if self.small else 2, act=nn.ReLU),
+            conv_bn(self.in_channels, 32, 3, self._stem_stride, act=nn.ReLU),
             conv_bn(32, 32, 3, groups=32, act=nn.ReLU),
             conv_bn(32, 16, 1, act=None),
         )
         return BlockwiseNetwork(stem, layers, conv_bn(320, 1280, 1, act=nn.ReLU), 1280, self.num_classes, 0.2)
 
+    @property
+    def _stem_stride(self) -> int:
+        return 1 if self.small else 2
+
     def build(self, arch: Arch) -> nn.Module:
         self.validate(arch)
-        layers = []
-        for s, c_in, width, stride in self._stages():
-            name = str(arch[f"stage{s}.block"])
-            for i in range(int(arch[f"stage{s}.layers"])):
-                layers.append(_mbconv(name, c_in if i == 0 else width, width, stride if i == 0 else 1, act=nn.ReLU))
-        return self._network(layers)
+        return self._network(
+            [
+                _mbconv(str(arch[f"stage{s}.block"]), *shape, act=nn.ReLU)
+                for s, i, shape in self._layers()
+                if i < int(arch[f"stage{s}.layers"])
+            ]
+        )
 
     def supernet(self) -> Supernet:
         """Each layer a :class:`LayerChoice` ``"stageS.block"`` over the blocks; each optional
         layer (beyond a stage's fewest) is wrapped in a :class:`LayerChoice` ``"stageS.layers"``
         whose candidates are the identity (too few layers) or that block choice."""
         layers: list[nn.Module] = []
-        for s, c_in, width, stride in self._stages():
+        for s, i, shape in self._layers():
             depths = self._choices[f"stage{s}.layers"].candidates
-            for i in range(int(max(depths))):
-                shape = (c_in if i == 0 else width, width, stride if i == 0 else 1)
-                blocks = LayerChoice(f"stage{s}.block", {b: _mbconv(b, *shape, act=nn.ReLU) for b in MNASNET_BLOCKS})
-                if i < min(depths):
-                    layers.append(blocks)
-                else:
-                    layers.append(
-                        LayerChoice(f"stage{s}.layers", {d: blocks if i < d else nn.Identity() for d in depths})
-                    )
+            blocks = LayerChoice(f"stage{s}.block", {b: _mbconv(b, *shape, act=nn.ReLU) for b in MNASNET_BLOCKS})
+            if i < min(depths):
+                layers.append(blocks)
+            else:
+                layers.append(LayerChoice(f"stage{s}.layers", {d: blocks if i < d else nn.Identity() for d in depths}))
         return NestedSupernet(self._network(layers))
+
+    def cost_layers(self, input_shape: tuple[int, ...]) -> list[CostLayer]:
+        """The layers for cost tables (:mod:`nasforge.hardware.lut`): layer ``i`` of stage ``s``
+        is selected by ``stageS.block`` and ``stageS.layers``, and absent where the stage has
+        ``i`` layers or fewer."""
+        _, height, width = input_shape
+        height, width = -(-height // self._stem_stride), -(-width // self._stem_stride)
+        layers = []
+        for s, i, (c_in, c_out, stride) in self._layers():
+            depths = self._choices[f"stage{s}.layers"].candidates
+            blocks = {b: _mbconv(b, c_in, c_out, stride, act=nn.ReLU) for b in MNASNET_BLOCKS}
+            candidates = {(b, d): blocks[b] if i < int(d) else None for b in MNASNET_BLOCKS for d in depths}
+            choices = (f"stage{s}.block", f"stage{s}.layers")
+            layers.append(CostLayer(f"stage{s}.layer{i + 1}", choices, candidates, (c_in, height, width)))
+            height, width = -(-height // stride), -(-width // stride)
+        return layers
 
     def named(self, name: str) -> Arch:
         """A published arch by name: ``"mnasnet_a1"``."""

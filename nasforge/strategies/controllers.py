@@ -2,8 +2,8 @@
 
 A controller maps the decisions of a search space to a distribution over archs. ``sample``
 draws an arch and returns its log-probability and entropy as differentiable tensors, so any
-policy-gradient method (REINFORCE here, one-shot ENAS later) can train it. ``evaluate`` scores a
-given arch the same way.
+policy-gradient method (the ``reinforce`` strategy, whose ``enas`` preset is ENAS's controller
+training) can train it. ``evaluate`` scores a given arch the same way.
 
 Two controllers:
 

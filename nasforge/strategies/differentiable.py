@@ -1,4 +1,5 @@
-"""Differentiable NAS strategies: DARTS, PC-DARTS, P-DARTS, GDAS, SNAS and ProxylessNAS.
+"""Differentiable NAS strategies: DARTS, PC-DARTS, P-DARTS, GDAS, SNAS and ProxylessNAS
+(FBNet and CDARTS, built on these, have files of their own).
 
 Each strategy owns one vector of architecture parameters (alphas) per edge of the space and an
 optimiser for them, and exposes them through :class:`~nasforge.core.differentiable.ArchParameters`;
@@ -16,6 +17,10 @@ Asking: ask ``k`` returns the arch derived after ``k`` search epochs (the runner
 epochs one last ask returns the final arch, scored on the final weights, then ask returns None.
 So a search of ``epochs`` epochs is ``epochs + 1`` trials and its last trial is the method's
 result.
+
+Options: every strategy takes its architecture optimiser's settings as one options piece,
+``adam`` (:class:`Adam`: ``lr``, ``beta1``, ``beta2``, ``weight_decay``), whose defaults are its
+paper's; a config overrides any of them, e.g. ``strategy: {type: darts, adam: {lr: 1e-3}}``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from nasforge.core.arch import Arch
@@ -41,36 +46,80 @@ if TYPE_CHECKING:
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["DifferentiableStrategy", "DARTS", "PCDARTS", "PDARTS", "GDAS", "SNAS", "ProxylessNAS"]
+__all__ = [
+    "Adam",
+    "PCDARTSAdam",
+    "ProxylessAdam",
+    "DifferentiableStrategy",
+    "GumbelStrategy",
+    "DARTS",
+    "PCDARTS",
+    "PDARTS",
+    "GDAS",
+    "SNAS",
+    "ProxylessNAS",
+]
 
 log = logging.getLogger("nasforge")
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
+class Adam(BaseModel):
+    """The architecture parameters' Adam optimiser, one options piece shared by every method.
+
+    The defaults are DARTS' (Liu et al. 2019), which GDAS and SNAS keep; methods with other
+    settings subclass this with their own defaults, so a config that sets only ``lr`` keeps the
+    method's betas and weight decay.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lr: PositiveFloat = 3e-4
+    beta1: Fraction = 0.5
+    beta2: Fraction = 0.999
+    weight_decay: NonNegativeFloat = 1e-3
+
+
+class PCDARTSAdam(Adam):
+    """PC-DARTS' and P-DARTS' settings: DARTS' with lr 6e-4."""
+
+    lr: PositiveFloat = 6e-4
+
+
+class ProxylessAdam(Adam):
+    """ProxylessNAS' code: lr 1e-3, betas (0, 0.999), no weight decay."""
+
+    lr: PositiveFloat = 1e-3
+    beta1: Fraction = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+
+
+DARTS_ADAM = Adam()
+PCDARTS_ADAM = PCDARTSAdam()
+PROXYLESS_ADAM = ProxylessAdam()
+
+
 class DifferentiableStrategy(Strategy):
     """Base of the differentiable strategies: alphas per edge, Adam on them, derivation.
 
-    Subclasses implement :meth:`weights`; the rest of :class:`ArchParameters` is here.
+    Subclasses implement :meth:`weights`; the rest of :class:`ArchParameters` and of
+    :class:`~nasforge.supernet.dnas.SearchPlan` is here (every epoch searches, one cosine
+    schedule for the weights over all epochs, half the training split for the architecture).
 
     Args:
         epochs: search epochs (one per trial); schedules run over them.
-        lr: Adam learning rate of the alphas.
-        beta1, beta2: Adam betas.
-        weight_decay: Adam weight decay of the alphas.
+        adam: the alphas' optimiser.
     """
 
     epoch: int = 0
     bilevel: bool = True
     partial_channels: int = 1
+    arch_fraction: float = 0.5
 
-    def __init__(
-        self, epochs: PositiveInt, lr: PositiveFloat, beta1: Fraction, beta2: Fraction, weight_decay: float
-    ) -> None:
+    def __init__(self, epochs: PositiveInt, adam: Adam) -> None:
         self.epochs = epochs
-        self.lr = lr
-        self.betas = (beta1, beta2)
-        self.weight_decay = weight_decay
+        self.adam = adam
         self._paths: dict[str, list[int]] | None = None
 
     # -- setup and state ---------------------------------------------------------------------
@@ -80,11 +129,16 @@ class DifferentiableStrategy(Strategy):
         self.edges = dict(edge_choices(space))
         self._derive = getattr(space, "derive", None) if callable(getattr(space, "edge_choices", None)) else None
         self.alphas = {name: self._init(len(choice)) for name, choice in self.edges.items()}
-        self.optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
-        )
+        self.optimizer = self._new_optimizer()
         self.epoch = 0
         self.asked = 0
+
+    def _new_optimizer(self) -> torch.optim.Adam:
+        """A fresh Adam over :meth:`parameters` with the ``adam`` settings."""
+        adam = self.adam
+        return torch.optim.Adam(
+            self.parameters(), lr=adam.lr, betas=(adam.beta1, adam.beta2), weight_decay=adam.weight_decay
+        )
 
     def _init(self, n: int) -> Tensor:
         """DARTS' initialisation: ``1e-3 * N(0, 1)`` (breaks ties at random, from ``self.rng``)."""
@@ -163,6 +217,14 @@ class DifferentiableStrategy(Strategy):
     def end_epoch(self) -> None:
         self.epoch += 1
 
+    def searching(self) -> bool:
+        """Whether this epoch takes architecture steps (no warm-up here)."""
+        return True
+
+    def weight_schedule(self) -> tuple[int, int]:
+        """Where the weights' cosine schedule stands: one schedule over all epochs."""
+        return self.epoch, self.epochs
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -182,15 +244,8 @@ class DARTS(DifferentiableStrategy):
     betas (0.5, 0.999), weight decay 1e-3.
     """
 
-    def __init__(
-        self,
-        epochs: PositiveInt = 50,
-        lr: PositiveFloat = 3e-4,
-        beta1: Fraction = 0.5,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
-    ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+    def __init__(self, epochs: PositiveInt = 50, adam: Adam = DARTS_ADAM) -> None:
+        super().__init__(epochs, adam)
 
     def weights(self, step: StepKind) -> dict[str, Tensor]:
         self._paths = None
@@ -223,12 +278,9 @@ class PCDARTS(DARTS):
         epochs: PositiveInt = 50,
         partial_channels: Annotated[int, Field(ge=1)] = 4,
         warmup: NonNegativeInt = 15,
-        lr: PositiveFloat = 6e-4,
-        beta1: Fraction = 0.5,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+        adam: PCDARTSAdam = PCDARTS_ADAM,
     ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        super().__init__(epochs, adam)
         self.partial_channels = partial_channels
         self.warmup = warmup
 
@@ -241,9 +293,7 @@ class PCDARTS(DARTS):
         self._betas: dict[str, Tensor] = {}
         super().setup(space, objective, seed=seed)
         self._betas = {node: self._init(len(edges)) for node, edges in self.nodes.items()}
-        self.optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
-        )
+        self.optimizer = self._new_optimizer()
 
     def _tensors(self) -> dict[str, Tensor]:
         return {**super()._tensors(), **{f"beta/{node}": beta for node, beta in self._betas.items()}}
@@ -266,11 +316,8 @@ class PCDARTS(DARTS):
         scale = self.edge_normalisation(detach=True)
         return {name: scale[name] * w for name, w in super().edge_weights().items()}
 
-    def step(self) -> None:
-        if self.epoch < self.warmup:
-            self.optimizer.zero_grad(set_to_none=True)
-            return
-        super().step()
+    def searching(self) -> bool:
+        return self.epoch >= self.warmup
 
     def snapshot(self) -> dict[str, Any]:
         """As DARTS' (``probs`` are the products that derivation uses) plus each edge's weight."""
@@ -295,8 +342,8 @@ class PDARTS(DARTS):
 
     Defaults are the paper's CIFAR-10 search: cells 5 -> 11 -> 17, ops 8 -> 5 -> 3, 25 epochs
     per stage of which 10 warm-up, skip dropout 0.1 / 0.4 / 0.7 (the code's), at most 2 skips,
-    Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3. The ``dnas`` estimator's weights
-    follow one cosine schedule over all stages; the paper restarts it per stage.
+    Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3. As in the paper's code, the weights'
+    cosine learning-rate schedule (and their optimiser) restarts with each stage.
     """
 
     def __init__(
@@ -307,12 +354,9 @@ class PDARTS(DARTS):
         dropout: tuple[Fraction, ...] = (0.1, 0.4, 0.7),
         warmup: NonNegativeInt = 10,
         max_skip: NonNegativeInt = 2,
-        lr: PositiveFloat = 6e-4,
-        beta1: Fraction = 0.5,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+        adam: PCDARTSAdam = PCDARTS_ADAM,
     ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        super().__init__(epochs, adam)
         if len(keep) != len(layers) - 1 or len(dropout) != len(layers):
             raise ConfigError(
                 f"pdarts: {len(layers)} stages (layers) need {len(layers) - 1} keep counts and {len(layers)} dropout "
@@ -352,9 +396,7 @@ class PDARTS(DARTS):
             with torch.no_grad():
                 for alpha in self.alphas.values():
                     alpha.copy_(self._init(len(alpha)))
-            self.optimizer = torch.optim.Adam(
-                self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay
-            )
+            self.optimizer = self._new_optimizer()
 
     def _masked(self, alpha: Tensor, indices: list[int]) -> Tensor:
         index = torch.as_tensor(indices)
@@ -394,26 +436,48 @@ class PDARTS(DARTS):
         return {"layers": self.layers[self._stage_of(self.epoch)]}
 
     def op_dropout(self) -> dict[str, float]:
-        stage = self._stage_of(self.epoch)
-        epoch = self.epoch - stage * self.stage_epochs
+        stage, epoch = self._stage_of(self.epoch), self._stage_epoch()
         if epoch < self.warmup:
             rate = self.dropout[stage] * (self.stage_epochs - epoch - 1) / self.stage_epochs
         else:
             rate = self.dropout[stage] * math.exp(-(epoch - self.warmup) * 0.2)
         return {"skip_connect": rate}
 
-    def step(self) -> None:
-        if self.epoch - self._stage_of(self.epoch) * self.stage_epochs < self.warmup:
-            self.optimizer.zero_grad(set_to_none=True)
-            return
-        super().step()
+    def _stage_epoch(self) -> int:
+        """Epochs done in the current epoch's stage."""
+        return self.epoch - self._stage_of(self.epoch) * self.stage_epochs
+
+    def searching(self) -> bool:
+        return self._stage_epoch() >= self.warmup
+
+    def weight_schedule(self) -> tuple[int, int]:
+        return self._stage_epoch(), self.stage_epochs
 
     def snapshot(self) -> dict[str, Any]:
         return {**super().snapshot(), "stage": self.stage, "kept": self.kept}
 
 
+class GumbelStrategy(DifferentiableStrategy):
+    """Base of the Gumbel methods (GDAS, SNAS, FBNet): a temperature per epoch and Gumbel noise.
+
+    Subclasses give :attr:`tau` (their annealing schedule) and :meth:`weights`.
+    """
+
+    @property
+    def tau(self) -> float:
+        """The temperature of the current epoch."""
+        raise NotImplementedError
+
+    def _perturbed(self, logits: Tensor) -> Tensor:
+        """``softmax((logits + g) / tau)`` with Gumbel noise ``g`` from ``self.rng``."""
+        return torch.softmax((logits + self._gumbel(len(logits))) / self.tau, dim=-1)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "tau": self.tau}
+
+
 @register("strategy", "gdas", tags=("differentiable",))
-class GDAS(DifferentiableStrategy):
+class GDAS(GumbelStrategy):
     """GDAS (Dong & Yang, CVPR 2019): each step samples one op per edge by Gumbel-max; the
     forward is the hard one-hot (only the sampled op runs), the backward goes through the
     Gumbel-softmax of temperature ``tau``, annealed linearly from ``tau_max`` to ``tau_min`` over
@@ -426,18 +490,13 @@ class GDAS(DifferentiableStrategy):
         epochs: PositiveInt = 250,
         tau_max: PositiveFloat = 10.0,
         tau_min: PositiveFloat = 0.1,
-        lr: PositiveFloat = 3e-4,
-        beta1: Fraction = 0.5,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+        adam: Adam = DARTS_ADAM,
     ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
-        self.tau_max = tau_max
-        self.tau_min = tau_min
+        super().__init__(epochs, adam)
+        self.tau_max, self.tau_min = tau_max, tau_min
 
     @property
     def tau(self) -> float:
-        """The temperature of the current epoch."""
         progress = min(self.epoch, self.epochs - 1) / max(1, self.epochs - 1)
         return self.tau_max - (self.tau_max - self.tau_min) * progress
 
@@ -445,7 +504,7 @@ class GDAS(DifferentiableStrategy):
         out: dict[str, Tensor] = {}
         self._paths = {}
         for name, alpha in self.alphas.items():
-            probs = torch.softmax((torch.log_softmax(alpha, dim=-1) + self._gumbel(len(alpha))) / self.tau, dim=-1)
+            probs = self._perturbed(torch.log_softmax(alpha, dim=-1))
             index = int(torch.argmax(probs))
             hard = torch.zeros_like(probs)
             hard[index] = 1.0
@@ -453,12 +512,9 @@ class GDAS(DifferentiableStrategy):
             self._paths[name] = [index]
         return out
 
-    def snapshot(self) -> dict[str, Any]:
-        return {**super().snapshot(), "tau": self.tau}
-
 
 @register("strategy", "snas", tags=("differentiable",))
-class SNAS(DifferentiableStrategy):
+class SNAS(GumbelStrategy):
     """SNAS (Xie et al., ICLR 2019): edges mix their candidates by a Gumbel-softmax sample of
     temperature ``tau0 * decay**epoch``; alphas and weights descend the training loss jointly
     (single level). The paper anneals the temperature exponentially without giving its values;
@@ -474,30 +530,19 @@ class SNAS(DifferentiableStrategy):
         epochs: PositiveInt = 150,
         tau0: PositiveFloat = 1.0,
         decay: Annotated[float, Field(gt=0, le=1)] = 0.97,
-        lr: PositiveFloat = 3e-4,
-        beta1: Fraction = 0.5,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 1e-3,
+        adam: Adam = DARTS_ADAM,
     ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
-        self.tau0 = tau0
-        self.decay = decay
+        super().__init__(epochs, adam)
+        self.tau0, self.decay = tau0, decay
 
     @property
     def tau(self) -> float:
-        """The temperature of the current epoch."""
         return self.tau0 * self.decay**self.epoch
 
     def weights(self, step: StepKind) -> dict[str, Tensor]:
         self._paths = None
-        out = {
-            name: torch.softmax((alpha + self._gumbel(len(alpha))) / self.tau, dim=-1)
-            for name, alpha in self.alphas.items()
-        }
+        out = {name: self._perturbed(alpha) for name, alpha in self.alphas.items()}
         return out if step == "arch" else {name: w.detach() for name, w in out.items()}
-
-    def snapshot(self) -> dict[str, Any]:
-        return {**super().snapshot(), "tau": self.tau}
 
 
 @register("strategy", "proxyless", tags=("differentiable",))
@@ -508,11 +553,16 @@ class ProxylessNAS(DifferentiableStrategy):
     sample two candidates per edge without replacement, gate one of them by ``softmax`` of
     their two alphas, and estimate the gradient of both alphas by the BinaryConnect rule
     ``dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)`` (the straight-through weights here give
-    exactly it); the other candidates are not run. With a per-op ``latency`` table, the
-    architecture loss is ``alpha * CE * (log E[latency] / log reference) ** beta`` (the paper's
-    ``mul#log`` loss, alpha 0.2, beta 0.3), the expected latency summing ``softmax(alpha)``-
-    weighted costs over the edges. Adam lr 1e-3, betas (0, 0.999), no weight decay, 120 epochs,
-    as in the paper's code.
+    exactly it). Memory is one path's, as in the paper: the other candidates never run, and the
+    sampled but closed one (weight 0 carrying a gradient) runs without an autograd graph, its
+    output kept only for ``dL/dg`` (:class:`~nasforge.supernet.mixed.LayerChoice`). After each
+    update the two alphas are shifted by a common offset that keeps their summed ``exp`` as it
+    was, so the unsampled candidates' probabilities do not move (the paper's code). With a
+    per-op ``latency`` table, the architecture loss is
+    ``alpha * CE * (log E[latency] / log reference) ** beta`` (the paper's ``mul#log`` loss,
+    alpha 0.2, beta 0.3), the expected latency summing ``softmax(alpha)``-weighted costs over
+    the edges. Adam lr 1e-3, betas (0, 0.999), no weight decay, 120 epochs, as in the paper's
+    code.
 
     Args:
         latency: cost of each candidate value (ms, or any unit); None for no latency loss.
@@ -527,16 +577,14 @@ class ProxylessNAS(DifferentiableStrategy):
         reference: Annotated[float, Field(gt=1)] | None = None,
         alpha: PositiveFloat = 0.2,
         beta: PositiveFloat = 0.3,
-        lr: PositiveFloat = 1e-3,
-        beta1: Fraction = 0.0,
-        beta2: Fraction = 0.999,
-        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+        adam: ProxylessAdam = PROXYLESS_ADAM,
     ) -> None:
-        super().__init__(epochs, lr, beta1, beta2, weight_decay)
+        super().__init__(epochs, adam)
         self.latency = dict(latency) if latency is not None else None
         self.reference = reference
         self.alpha = alpha
         self.beta = beta
+        self._sampled: dict[str, tuple[Tensor, Tensor]] = {}  # edge -> (pair, its alphas before the step)
 
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
@@ -550,6 +598,7 @@ class ProxylessNAS(DifferentiableStrategy):
     def weights(self, step: StepKind) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         self._paths = {}
+        self._sampled = {}
         for name, alpha in self.alphas.items():
             probs = torch.softmax(alpha.detach(), dim=-1).double().numpy()
             if step == "weights":
@@ -558,17 +607,24 @@ class ProxylessNAS(DifferentiableStrategy):
                 gate[index] = 1.0
                 out[name], self._paths[name] = gate, [index]
                 continue
-            pair = self.rng.choice(len(probs), size=2, replace=False, p=probs / probs.sum())
-            pair_probs = torch.softmax(alpha[torch.as_tensor(pair)], dim=-1)
+            pair = torch.as_tensor(self.rng.choice(len(probs), size=2, replace=False, p=probs / probs.sum()))
+            pair_probs = torch.softmax(alpha[pair], dim=-1)
             first = float(pair_probs[0].detach())
             active = int(self.rng.random() >= first)  # candidate 0 with probability pair_probs[0]
             hard = torch.zeros(2)
             hard[active] = 1.0
-            out[name] = torch.zeros(len(probs)).index_put(
-                (torch.as_tensor(pair),), hard - pair_probs.detach() + pair_probs
-            )
+            out[name] = torch.zeros(len(probs)).index_put((pair,), hard - pair_probs.detach() + pair_probs)
             self._paths[name] = [int(i) for i in pair]
+            self._sampled[name] = (pair, alpha.detach()[pair].clone())
         return out
+
+    def step(self) -> None:
+        super().step()
+        with torch.no_grad():
+            for name, (pair, before) in self._sampled.items():
+                alpha = self.alphas[name]
+                alpha[pair] -= torch.logsumexp(alpha[pair], 0) - torch.logsumexp(before, 0)
+        self._sampled = {}
 
     def expected_latency(self) -> Tensor:
         """Sum over edges of ``softmax(alpha)``-weighted candidate costs (differentiable)."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -52,6 +54,25 @@ def _optuna() -> Any:
     except ImportError:  # an optional dependency
         raise ConfigError("the optuna strategies need Optuna: pip install 'nasforge[search]'") from None
     return optuna
+
+
+@contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Hold Optuna's own logger at WARNING or above for the duration, then restore its level.
+
+    Optuna logs every created study and finished trial at INFO, noise inside a search. Only the
+    ``optuna`` logger is touched, and only while nasforge calls into Optuna, so the user's
+    logging configuration (Optuna's verbosity included) is the same before and after. Used as a
+    decorator on the methods that call Optuna.
+    """
+    _optuna()  # importing Optuna sets its logger's level: save the level after that
+    logger = logging.getLogger("optuna")
+    previous = logger.level
+    logger.setLevel(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
@@ -119,10 +140,10 @@ class OptunaStrategy(Strategy):
         except TypeError as exc:
             raise ValueError(f"invalid sampler_options for Optuna's {cls.__name__}: {exc}") from None
 
+    @_optuna_quiet()
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         optuna = _optuna()
-        logging.getLogger("optuna").setLevel(logging.WARNING)
         self._distributions = {
             name: optuna.distributions.CategoricalDistribution(choice.candidates)
             for name, choice in space.choices().items()
@@ -155,6 +176,7 @@ class OptunaStrategy(Strategy):
     def _arch_of(self, trial: optuna.trial.Trial) -> Arch:
         return Arch({name: trial.params[name] for name in self._distributions})
 
+    @_optuna_quiet()
     def ask(self) -> Arch | None:
         for _ in range(self.max_retries):
             trial = self._ask_study()
@@ -205,6 +227,7 @@ class OptunaStrategy(Strategy):
             trial.set_constraint(key, value)
         self._study.tell(trial, values=list(outcome.values) if outcome.values else None, state=state)
 
+    @_optuna_quiet()
     def tell(self, trial: Trial) -> None:
         outcome = self._outcome(trial)
         self._known[trial.arch] = outcome
@@ -249,6 +272,7 @@ class OptunaStrategy(Strategy):
             "pending": [(a.to_dict(), t.number) for a, t in self._pending.items()],
         }
 
+    @_optuna_quiet()
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         optuna = _optuna()

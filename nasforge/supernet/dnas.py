@@ -9,16 +9,77 @@ and the Hessian-vector product by a central finite difference with ``w+- = w +- 
 L_val``, ``eps = 0.01 / ||grad_w' L_val||`` (eq. 8). :func:`unrolled_gradient` computes it; the
 virtual step follows DARTS' code (momentum buffer and weight decay of the weight optimiser
 included).
+
+Two optional capabilities of a differentiable strategy, beyond
+:class:`~nasforge.core.differentiable.ArchParameters`, shape the search epoch the ``dnas``
+estimator runs; it checks them with ``isinstance``, never by the strategy's name:
+
+* :class:`SearchPlan`: which epochs take architecture steps (warm-up epochs train the weights
+  only), where the weights' cosine schedule stands (P-DARTS restarts it per stage), and the share
+  of the training split the architecture steps use (DARTS half, FBNet a fifth);
+* :class:`Cyclic`: CDARTS' evaluation network, a second supernet on the derived arch, trained
+  jointly with the alphas through a distillation loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["gradients", "unrolled_gradient"]
+from nasforge.core.arch import Arch
+
+__all__ = ["SearchPlan", "Cyclic", "gradients", "unrolled_gradient"]
+
+
+@runtime_checkable
+class SearchPlan(Protocol):
+    """How a strategy's search epochs run (defaults where a strategy lacks it: every epoch
+    searches, one cosine over all epochs, half the training split for the architecture).
+
+    Attributes:
+        arch_fraction: share of the training split the architecture steps use (the rest trains
+            the weights); an epoch is one pass over the weights' share, with the architecture's
+            minibatches spread evenly over it.
+    """
+
+    arch_fraction: float
+
+    def searching(self) -> bool:
+        """False in warm-up epochs: the weights train, the architecture parameters stay."""
+        ...
+
+    def weight_schedule(self) -> tuple[int, int]:
+        """``(epoch, length)`` of the weights' cosine learning-rate schedule this epoch."""
+        ...
+
+
+@runtime_checkable
+class Cyclic(Protocol):
+    """A strategy trained with an evaluation network (CDARTS, Yu et al. 2020).
+
+    The estimator builds a second supernet (``space.supernet(**evaluation_options())``) with
+    its own SGD optimiser of learning rate ``evaluation_lr``. In each searching epoch it
+    activates the evaluation network on :meth:`derived`, trains it one pass on the weights'
+    data, then every architecture step descends :meth:`cyclic_loss` in both the alphas and the
+    evaluation network's weights.
+    """
+
+    evaluation_lr: float
+
+    def evaluation_options(self) -> dict[str, Any]:
+        """Keyword options of ``space.supernet`` for the evaluation network."""
+        ...
+
+    def derived(self) -> Arch:
+        """The arch the evaluation network runs this epoch."""
+        ...
+
+    def cyclic_loss(self, search_logits: Tensor, evaluation_logits: Tensor, labels: Tensor) -> Tensor:
+        """The joint objective of an architecture step (both networks on the same minibatch)."""
+        ...
 
 
 def gradients(loss: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -9,7 +9,8 @@ its outputs on that path.
 
 Two modes: *single path* (``activate(arch)``: only the chosen candidate runs, as SPOS, FairNAS,
 ENAS need) and *weighted* (``set_weights({name: tensor})``: candidates are mixed by the given
-weights, as differentiable methods need; zero weights skip their candidate).
+weights, as differentiable methods need; zero weights skip their candidate, and a zero weight that
+carries a gradient runs its candidate without an autograd graph).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from nasforge.core.arch import Arch, Value
@@ -95,8 +97,13 @@ class LayerChoice(nn.Module):
         for i, (weight, op) in enumerate(zip(self.weights, self.ops, strict=True)):
             if self.paths is not None and i not in self.paths:
                 continue
-            if weight.requires_grad or weight.item() != 0:
-                y = op(*inputs)
+            zero = weight.item() == 0
+            if weight.requires_grad or not zero:
+                # A zero weight that carries a gradient (a closed binary gate) needs only the
+                # candidate's output, for d loss / d weight: nothing flows back through it, so it
+                # runs without a graph and keeps no activations (ProxylessNAS' one-path memory).
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not zero):
+                    y = op(*inputs)
                 if i in self.dropout:
                     y = nn.functional.dropout(y, self.dropout[i], self.training)
                 term = weight * y

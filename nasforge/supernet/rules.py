@@ -104,9 +104,10 @@ class StrictFairness(TrainingRule):
     ``m`` is the largest number of candidates of any choice; each choice draws a random
     permutation of its candidates and path ``k`` takes entry ``k``. A choice with fewer
     candidates repeats fresh permutations, so its candidates are each used at least once (the
-    paper's spaces have equal counts, where "exactly once" holds for every choice). Paths are
-    not checked against constraints between choices: every candidate must be trained, and the
-    supernet can run any combination.
+    paper's spaces have equal counts, where "exactly once" holds for every choice). Paths that
+    break a constraint of the space (``is_valid``: a latency bound, say) are dropped, so fairness
+    then holds among the allowed paths only; a step whose every path breaks one trains one
+    uniformly sampled valid path instead.
 
     One step costs ``m`` forward and backward passes, so an epoch costs ``m`` SPOS epochs; the
     default of 2 epochs trains as many paths as SPOS's default 10 (for NB201's 5 ops). The rest
@@ -125,7 +126,8 @@ class StrictFairness(TrainingRule):
             while len(order) < m:
                 order.extend(int(i) for i in rng.permutation(len(choice)))
             columns[choice.name] = [choice.candidates[i] for i in order[:m]]
-        return [Arch({name: column[k] for name, column in columns.items()}) for k in range(m)]
+        paths = [Arch({name: column[k] for name, column in columns.items()}) for k in range(m)]
+        return [path for path in paths if space.is_valid(path)] or [space.sample(rng)]
 
 
 class RandomSearchSharing(UniformSinglePath):

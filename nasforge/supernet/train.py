@@ -33,6 +33,7 @@ from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.supernet.mixed import Supernet
 from nasforge.supernet.rules import TrainingRule
+from nasforge.tasks.criteria import Criterion, CrossEntropy
 
 __all__ = ["SupernetSettings", "SupernetTrainer", "as_tensors", "recalibrate_bn"]
 
@@ -112,6 +113,7 @@ class SupernetTrainer:
         settings: optimiser, schedule and scoring settings.
         seed: fixes the data order, the paths and the recalibration and scoring minibatches.
         device: torch device.
+        criterion: the training loss (:mod:`nasforge.tasks.criteria`); default cross-entropy.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class SupernetTrainer:
         *,
         seed: int,
         device: str = "cpu",
+        criterion: Criterion | None = None,
     ) -> None:
         self.supernet = supernet.to(device)
         self.space = space
@@ -137,7 +140,7 @@ class SupernetTrainer:
             nesterov=settings.nesterov,
             weight_decay=settings.weight_decay,
         )
-        self.criterion = nn.CrossEntropyLoss()
+        self.criterion = criterion if criterion is not None else CrossEntropy()
         self._parameters = list(supernet.parameters())  # walking the module tree every step is slow
         #: Epochs of rule-sampled training done.
         self.epochs_done = 0
@@ -183,9 +186,10 @@ class SupernetTrainer:
             self.supernet.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
+        inputs, targets = self.criterion.prepare(images, labels)
         for arch in paths:
             self.supernet.activate(arch)
-            loss = self.criterion(self.supernet(images), labels)
+            loss = self.criterion(self.supernet(inputs), targets)
             loss.backward()
             loss_sum += loss.item()
         if not math.isfinite(loss_sum):

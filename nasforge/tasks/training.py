@@ -33,6 +33,10 @@ from pydantic import (
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
+from nasforge.core.errors import ConfigError
+from nasforge.tasks.augment import AugmentPolicy, augment_batch
+from nasforge.tasks.criteria import Criterion, CriterionName, make_criterion
+
 __all__ = ["TrainSettings", "TrainReport", "train_model", "evaluate", "seeded", "Momentum", "UnitFraction"]
 
 #: Momentum of SGD: 0 (none) up to, not including, 1.
@@ -62,6 +66,12 @@ class TrainSettings(BaseModel):
             ``(logits, aux_logits)`` in training mode (DARTS uses 0.4).
         drop_path_prob: final drop-path probability for models with a ``drop_path_prob``
             attribute, ramped linearly from 0 over the epochs as DARTS does (DARTS uses 0.2).
+        augment: augmentation of each training batch (``none``, ``flip``, ``crop``,
+            ``crop_flip``; see :mod:`nasforge.tasks.augment`).
+        criterion: the training loss (:mod:`nasforge.tasks.criteria`): ``cross_entropy`` (with
+            ``label_smoothing``), ``label_smoothing``, ``focal``, ``triplet``, ``kd`` (the
+            training loop is given the teacher), ``mixup``.
+        criterion_options: the criterion's options, e.g. ``{gamma: 2}`` for ``focal``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +88,9 @@ class TrainSettings(BaseModel):
     eval_batch_size: PositiveInt = 512
     aux_weight: NonNegativeFloat = 0.4
     drop_path_prob: UnitFraction = 0.0
+    augment: AugmentPolicy = "none"
+    criterion: CriterionName = "cross_entropy"
+    criterion_options: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:
@@ -85,7 +98,19 @@ class TrainSettings(BaseModel):
             raise ValueError("nesterov=True needs momentum > 0")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be fewer than epochs={self.epochs}")
+        try:
+            make_criterion(self.criterion, self.criterion_options, teacher=nn.Identity())
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
+
+    def make_criterion(self, teacher: nn.Module | None = None) -> Criterion:
+        """The training criterion; ``cross_entropy`` takes :attr:`label_smoothing` unless its
+        options set it."""
+        options = dict(self.criterion_options)
+        if self.criterion == "cross_entropy":
+            options.setdefault("label_smoothing", self.label_smoothing)
+        return make_criterion(self.criterion, options, teacher=teacher)
 
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
         """Learning rate of optimiser step ``step`` (from 0): linear warm-up, then cosine to 0."""
@@ -193,6 +218,7 @@ def train_model(
     device: str = "cpu",
     eval_set: Dataset | None = None,
     progress: Progress | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainReport:
     """Train ``model`` in place on ``train_set``, then evaluate it on ``eval_set`` if given.
 
@@ -201,7 +227,8 @@ def train_model(
     results. The global random state is left as it was. Initialising the model's weights is the
     caller's business (seed torch before building it, as the scratch estimator does).
 
-    A last batch of a single sample is skipped, since batch norm cannot train on one.
+    A last batch of a single sample is skipped, since batch norm cannot train on one. The loss
+    is ``settings.criterion``; ``teacher`` is the network the ``kd`` criterion distils from.
 
     Raises:
         ValueError: the training set is empty.
@@ -220,7 +247,7 @@ def train_model(
         nesterov=settings.nesterov,
         weight_decay=settings.weight_decay,
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    criterion = settings.make_criterion(teacher=None if teacher is None else teacher.to(device))
     steps_per_epoch = _steps_per_epoch(n, settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch
     report = TrainReport()
@@ -238,15 +265,18 @@ def train_model(
             for images, labels in _batches(source, settings.batch_size, generator=generator, device=device):
                 if len(labels) < 2 and seen > 0:
                     continue
+                if settings.augment != "none":
+                    images = augment_batch(images, settings.augment)
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr_at(step, total_steps, steps_per_epoch)
-                output = model(images)
+                inputs, targets = criterion.prepare(images, labels)
+                output = model(inputs)
                 if isinstance(output, tuple):  # (logits, auxiliary logits), as DARTS-style networks train
                     logits, aux_logits = output
-                    loss = criterion(logits, labels) + settings.aux_weight * criterion(aux_logits, labels)
+                    loss = criterion(logits, targets) + settings.aux_weight * criterion(aux_logits, targets)
                 else:
                     logits = output
-                    loss = criterion(logits, labels)
+                    loss = criterion(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if settings.grad_clip is not None:

@@ -1,0 +1,535 @@
+"""Search spaces generated from a user's own network (ModularNAS, Lin et al., MLSys 2021).
+
+A user keeps their model in plain PyTorch and says *where* to search, not how:
+
+- :func:`convert` takes the model and a **rule** (which modules: every ``nn.Conv2d`` with kernel 3,
+  every module of class ``BasicBlock``, every module whose name matches ``layer2.*``) and replaces
+  each match with a :class:`~nasforge.mutables.LayerChoice` over **candidates** named in the op
+  table (:data:`nasforge.ops.primitives.OPS`: ``conv3x3``, ``sep_conv_5x5``, ``mbconv_e6_k5``,
+  ``identity``, ...), each built with the shape of the module it replaces (channels in and out,
+  stride); the module itself stays as candidate ``"original"`` with its weights, so the arch that
+  picks ``"original"`` everywhere is the user's model, output for output.
+- Or, with ``width``/``depth``, it turns the matched blocks into **elastic** ones, OFA-style
+  (Cai et al., ICLR 2020): the inner channels of each block (a conv whose output reaches only
+  other convs, through batch norm and activations) take a width among fractions of the original,
+  and a ``nn.Sequential`` of matched blocks keeps its first ``d`` blocks for a chosen depth ``d``.
+  The largest setting is the original network; smaller ones run slices of its weights (the
+  elastic layers of :mod:`nasforge.supernet.elastic`, so the ``ofa`` estimator's progressive
+  shrinking trains such a space as well as the ``supernet`` estimator does).
+- :class:`Slot` is a placeholder a user may put in a model directly; rule ``None`` matches slots.
+
+The result is a :class:`~nasforge.mutables.ModelSpace`: every discrete strategy searches it, the
+``scratch`` and ``supernet`` estimators accept it, and differentiable methods accept the op-choice
+form (an elastic space is refused up front by ``ModelSpace.require``, naming the elastic layers).
+
+Handlers (:class:`~nasforge.mutables.Handler`) react to a converted choice's events: built in are
+:class:`InheritWeights` (a child built by ``space.build`` starts from the original module's
+weights wherever a tensor fits, kernels cropped or padded at the centre) and
+:class:`Reinitialise` (the chosen op restarts from fresh weights, even in a supernet's export).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+import inspect
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+from nasforge import mutables
+from nasforge.core.arch import Arch
+from nasforge.core.errors import ConfigError
+from nasforge.ops.primitives import OPS
+from nasforge.supernet.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticSequential
+
+__all__ = [
+    "ORIGINAL",
+    "Slot",
+    "Rule",
+    "match",
+    "rule_from",
+    "convert",
+    "convert_model",
+    "InheritWeights",
+    "Reinitialise",
+    "transfer_weights",
+]
+
+#: The candidate name under which a converted module keeps the user's own op.
+ORIGINAL = "original"
+
+#: ``(qualified name, module) -> bool``: which modules a conversion replaces.
+Rule = Callable[[str, nn.Module], bool]
+
+
+class Slot(nn.Module):
+    """A placeholder for a searched op mapping ``in_channels`` to ``out_channels`` with ``stride``.
+
+    With ``default`` (an op name of the op table) the slot runs that op until converted, and the
+    op becomes candidate ``"original"``; without, the model runs only once converted.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, default: str | None = None) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.op = _make_op(default, in_channels, out_channels, stride, "Slot") if default is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.op is None:
+            raise RuntimeError(
+                f"{self!r} has no op until it is converted: nasforge.convert.convert(model, candidates=[...])"
+            )
+        return self.op(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+def _same(actual: Any, wanted: Any) -> bool:
+    """``kernel_size=3`` matches ``(3, 3)``; lists match tuples."""
+    if isinstance(actual, tuple) and isinstance(wanted, int):
+        return all(a == wanted for a in actual)
+    if isinstance(wanted, list):
+        wanted = tuple(wanted)
+    return bool(actual == wanted)
+
+
+def _is_type(module: nn.Module, kind: type | str) -> bool:
+    if isinstance(kind, str):
+        return any(cls.__name__ == kind for cls in type(module).__mro__)
+    return isinstance(module, kind)
+
+
+def match(type: type | str | None = None, name: str | None = None, **attributes: Any) -> Rule:  # noqa: A002
+    """The rule matching modules of class ``type`` (a class, or a class name), whose qualified
+    name matches the glob ``name`` (``"layer2.*"``), and whose ``attributes`` are equal
+    (``kernel_size=3`` also matches ``(3, 3)``). Conditions left out match anything."""
+
+    def rule(path: str, module: nn.Module) -> bool:
+        if type is not None and not _is_type(module, type):
+            return False
+        if name is not None and not fnmatch.fnmatchcase(path, name):
+            return False
+        return all(hasattr(module, key) and _same(getattr(module, key), value) for key, value in attributes.items())
+
+    return rule
+
+
+def rule_from(spec: Rule | Callable[[nn.Module], bool] | type | str | Mapping[str, Any] | None) -> Rule:
+    """A rule from its short forms.
+
+    ``None``: every :class:`Slot`. A class: its instances. A string: ``"convKxK"`` (every
+    ``nn.Conv2d`` with kernel K), else a class name (``"BasicBlock"``). A mapping: the keywords of
+    :func:`match` (``{type: Conv2d, kernel_size: 3, name: "layer*"}``). A callable of
+    ``(name, module)`` or of ``module``: used as is.
+    """
+    if spec is None:
+        return match(type=Slot)
+    if isinstance(spec, type):
+        return match(type=spec)
+    if isinstance(spec, str):
+        kernel = spec[4:].split("x") if spec.startswith("conv") else []
+        if len(kernel) == 2 and kernel[0] == kernel[1] and kernel[0].isdigit():
+            return match(type=nn.Conv2d, kernel_size=int(kernel[0]))
+        return match(type=spec)
+    if isinstance(spec, Mapping):
+        return match(**spec)
+    if callable(spec):
+        if len(inspect.signature(spec).parameters) == 1:
+            return lambda path, module: bool(spec(module))  # type: ignore[call-arg]
+        return spec  # type: ignore[return-value]
+    raise ConfigError(f"a conversion rule must be None, a class, a string, a mapping or a callable, got {spec!r}")
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+def transfer_weights(source: nn.Module, target: nn.Module) -> int:
+    """Copy into ``target`` every tensor of ``source`` with the same name and shape; a conv kernel
+    of another odd size is cropped or zero-padded at the centre. Returns the tensors copied."""
+    available = source.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in target.state_dict().items():
+            given = available.get(key)
+            if given is None:
+                continue
+            if given.shape == tensor.shape:
+                tensor.copy_(given)
+            elif given.dim() == tensor.dim() == 4 and given.shape[:2] == tensor.shape[:2]:
+                if (given.shape[2] - tensor.shape[2]) % 2 or (given.shape[3] - tensor.shape[3]) % 2:
+                    continue
+                tensor.zero_()
+                h, w = min(given.shape[2], tensor.shape[2]), min(given.shape[3], tensor.shape[3])
+                gy, gx = (given.shape[2] - h) // 2, (given.shape[3] - w) // 2
+                ty, tx = (tensor.shape[2] - h) // 2, (tensor.shape[3] - w) // 2
+                tensor[:, :, ty : ty + h, tx : tx + w] = given[:, :, gy : gy + h, gx : gx + w]
+            else:
+                continue
+            copied += 1
+    return copied
+
+
+class InheritWeights(mutables.Handler):
+    """A child built fresh (``space.build``) takes ``source``'s weights wherever they fit.
+
+    ``source`` is the module the choice replaced, as it was; with candidate ``"original"`` picked
+    the child's module equals it exactly, other candidates take the tensors that fit (see
+    :func:`transfer_weights`). Exports from a supernet keep the supernet's weights.
+    """
+
+    def __init__(self, source: nn.Module) -> None:
+        self.source = source
+
+    def on_freeze(self, choice: mutables.LayerChoice, module: nn.Module, *, fresh: bool) -> None:
+        if fresh:
+            transfer_weights(self.source, module)
+
+
+class Reinitialise(mutables.Handler):
+    """The chosen op restarts from fresh weights in every child, supernet exports included (to
+    retrain that op while the rest of the child keeps inherited weights)."""
+
+    def on_freeze(self, choice: mutables.LayerChoice, module: nn.Module, *, fresh: bool) -> None:
+        mutables.reset_parameters(module)
+
+
+# -- conversion --------------------------------------------------------------------------------
+
+
+def _make_op(name: str, c_in: int, c_out: int, stride: int, where: str) -> nn.Module:
+    if name not in OPS:
+        close = difflib.get_close_matches(name, list(OPS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}: unknown candidate op {name!r}.{hint} Known ops: {', '.join(OPS)}")
+    try:
+        return OPS[name](c_in, c_out, stride)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: candidate {name!r} ({c_in}->{c_out} channels, stride {stride}): {exc}") from None
+
+
+Shape = tuple[int, ...]
+
+
+def _probe(model: nn.Module, modules: Mapping[str, nn.Module], input_shape: Sequence[int]) -> dict[str, tuple[Shape, Shape]]:
+    """Input and output shapes of ``modules`` (by path) on one forward pass of two zero images."""
+    shapes: dict[str, tuple[Shape, Shape]] = {}
+
+    def recorder(path: str) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if path not in shapes and inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+                shapes[path] = (tuple(inputs[0].shape), tuple(output.shape))
+
+        return record
+
+    hooks = [module.register_forward_hook(recorder(path)) for path, module in modules.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        parameter = next(model.parameters(), None)
+        x = torch.zeros(2, *input_shape, device=None if parameter is None else parameter.device)
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        raise ConfigError(f"the model does not run on inputs of shape {tuple(input_shape)}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return shapes
+
+
+def _io(path: str, module: nn.Module, probed: Mapping[str, tuple[Shape, Shape]]) -> tuple[int, int, int]:
+    """``(in channels, out channels, stride)`` a replacement of ``module`` must keep."""
+    if path in probed:
+        shape_in, shape_out = probed[path]
+        if len(shape_in) != 4 or len(shape_out) != 4:
+            raise ConfigError(
+                f"converting {path!r}: op candidates map images (N, C, H, W), but it maps {shape_in} to {shape_out}"
+            )
+        return shape_in[1], shape_out[1], max(1, round(shape_in[2] / shape_out[2]))
+    if isinstance(module, Slot):
+        return module.in_channels, module.out_channels, module.stride
+    if isinstance(module, nn.Conv2d) and module.stride[0] == module.stride[1]:
+        return module.in_channels, module.out_channels, int(module.stride[0])
+    raise ConfigError(
+        f"cannot tell the shape of {path!r} ({type(module).__name__}); pass input_shape (C, H, W) so the "
+        "converter runs the model once and reads it"
+    )
+
+
+def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent), name, new)
+
+
+def _op_choice(
+    path: str,
+    module: nn.Module,
+    source: nn.Module | None,
+    candidates: Sequence[str],
+    probed: Mapping[str, tuple[Shape, Shape]],
+    handlers: Sequence[mutables.Handler],
+    inherit: bool,
+) -> mutables.LayerChoice:
+    """The LayerChoice replacing ``module``: ``"original"`` (when there is one), then ``candidates``."""
+    c_in, c_out, stride = _io(path, module, probed)
+    options: dict[str, nn.Module] = {}
+    original = module.op if isinstance(module, Slot) else module
+    if original is not None:
+        options[ORIGINAL] = original
+    for name in candidates:
+        if name != ORIGINAL:
+            options[name] = _make_op(name, c_in, c_out, stride, f"converting {path!r}")
+    if path in probed:
+        (in_shape, out_shape), device = probed[path], next(module.parameters(), torch.zeros(())).device
+        for name, op in options.items():
+            was_training = op.training
+            with torch.no_grad():
+                got = tuple(op.eval()(torch.zeros(in_shape, device=device)).shape)
+            op.train(was_training)
+            if got != out_shape:
+                raise ConfigError(
+                    f"converting {path!r}: candidate {name!r} gives shape {got} where the module gives {out_shape}"
+                )
+    chosen_handlers = [*handlers, *([InheritWeights(source)] if inherit and source is not None else [])]
+    return mutables.LayerChoice(options, label=path, handlers=chosen_handlers)
+
+
+# -- elastic width and depth -------------------------------------------------------------------
+
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid, nn.Tanh,
+    nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d,
+)  # fmt: skip
+_PASS_FUNCTIONS = {F.relu, F.relu6, F.silu, F.gelu, F.leaky_relu, F.dropout, torch.relu, torch.sigmoid, torch.tanh}
+_PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
+
+
+def _elastic_conv(module: nn.Module | None) -> bool:
+    """A conv an :class:`~nasforge.supernet.elastic.ElasticConv2d` can stand for: dense, square,
+    odd kernel, "same" zero padding, no dilation."""
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == 1
+        and module.dilation == (1, 1)
+        and module.kernel_size[0] == module.kernel_size[1]
+        and module.kernel_size[0] % 2 == 1
+        and module.stride[0] == module.stride[1]
+        and module.padding == (module.kernel_size[0] // 2,) * 2
+        and module.padding_mode == "zeros"
+    )
+
+
+class _MutableLeaves(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, mutables._Mutable) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _width_groups(path: str, block: nn.Module) -> list[tuple[str, list[str], list[str]]]:
+    """``(producer conv, batch norms, consumer convs)`` of every inner width of ``block``: a
+    conv whose output reaches only other convs, through batch norms and channel-wise ops."""
+    try:
+        graph = _MutableLeaves().trace(block)
+    except Exception as exc:
+        raise ConfigError(
+            f"elastic width: cannot trace block {path!r} ({type(block).__name__}) with torch.fx: {type(exc).__name__}: {exc}"
+        ) from None
+    modules = dict(block.named_modules())
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+
+    def once(node: fx.Node, kind: Callable[[nn.Module | None], bool]) -> bool:
+        return node.op == "call_module" and calls[node.target] == 1 and kind(modules[node.target])  # type: ignore[index]
+
+    def norm(module: nn.Module | None) -> bool:
+        return type(module) is nn.BatchNorm2d and module.affine and module.track_running_stats
+
+    def channelwise(node: fx.Node) -> bool:
+        return (
+            (node.op == "call_module" and isinstance(modules[node.target], _PASS_MODULES))  # type: ignore[index]
+            or (node.op == "call_function" and node.target in _PASS_FUNCTIONS)
+            or (node.op == "call_method" and node.target in _PASS_METHODS)
+        )
+
+    groups = []
+    for node in graph.nodes:
+        if not once(node, _elastic_conv):
+            continue
+        norms: list[str] = []
+        consumers: list[str] = []
+        frontier, inner = list(node.users), True
+        while frontier and inner:
+            user = frontier.pop()
+            if once(user, _elastic_conv):
+                consumers.append(str(user.target))
+            elif once(user, norm):
+                norms.append(str(user.target))
+                frontier.extend(user.users)
+            elif channelwise(user) and user.args and isinstance(user.args[0], fx.Node):
+                frontier.extend(user.users)
+            else:
+                inner = False
+        if inner and consumers:
+            groups.append((str(node.target), norms, consumers))
+    return groups
+
+
+def _elastic_width(path: str, block: nn.Module, fractions: Sequence[float]) -> int:
+    """Make the inner widths of ``block`` ValueChoices (slices of the original layers); returns
+    how many it made."""
+    in_choice: dict[str, int | mutables.ValueChoice] = {}
+    out_choice: dict[str, int | mutables.ValueChoice] = {}
+    norms: dict[str, mutables.ValueChoice] = {}
+    groups = _width_groups(path, block)
+    for producer, group_norms, consumers in groups:
+        full = block.get_submodule(producer).out_channels
+        widths = sorted({max(1, round(full * f)) for f in fractions} | {full})
+        choice = mutables.ValueChoice(widths, label=f"{path}.{producer}.width" if path else f"{producer}.width")
+        out_choice[producer] = choice
+        in_choice.update(dict.fromkeys(consumers, choice))
+        norms.update(dict.fromkeys(group_norms, choice))
+    for name in {*in_choice, *out_choice}:
+        conv = block.get_submodule(name)
+        elastic = ElasticConv2d(
+            in_choice.get(name, conv.in_channels),
+            out_choice.get(name, conv.out_channels),
+            conv.kernel_size[0],
+            conv.stride[0],
+            bias=conv.bias is not None,
+        )
+        elastic.load_state_dict(conv.state_dict())
+        _replace(block, name, elastic.to(conv.weight.device).train(conv.training))
+    for name, choice in norms.items():
+        bn = block.get_submodule(name)
+        elastic_bn = ElasticBatchNorm2d(choice, bn.eps, bn.momentum)
+        elastic_bn.load_state_dict(bn.state_dict())
+        _replace(block, name, elastic_bn.to(bn.weight.device).train(bn.training))
+    return len(groups)
+
+
+def _elastic_depth(model: nn.Module, matched: set[int], input_shape: Sequence[int] | None) -> int:
+    """Replace every ``nn.Sequential`` of matched blocks by an
+    :class:`~nasforge.supernet.elastic.ElasticSequential` running its first ``d`` blocks; blocks
+    up to the last that changes the shape always run."""
+    stages = {
+        path: stage
+        for path, stage in model.named_modules()
+        if path and type(stage) is nn.Sequential and len(stage) > 1 and all(id(block) in matched for block in stage)
+    }
+    if not stages:
+        return 0
+    if input_shape is None:
+        raise ConfigError("elastic depth: pass input_shape (C, H, W) so the converter can tell which blocks keep the shape")
+    blocks = {f"{path}.{i}": block for path, stage in stages.items() for i, block in enumerate(stage)}
+    shapes = _probe(model, blocks, input_shape)
+    made = 0
+    for path, stage in stages.items():
+        keeps = [f"{path}.{i}" in shapes and shapes[f"{path}.{i}"][0] == shapes[f"{path}.{i}"][1] for i in range(len(stage))]
+        fixed = max([i + 1 for i, keep in enumerate(keeps) if not keep], default=1)
+        if fixed < len(stage):
+            depths = mutables.ValueChoice(list(range(fixed, len(stage) + 1)), label=f"{path}.depth")
+            _replace(model, path, ElasticSequential(list(stage), depths))
+            made += 1
+    return made
+
+
+# -- entry points ------------------------------------------------------------------------------
+
+
+def convert_model(
+    model: nn.Module,
+    rule: Rule | Callable[[nn.Module], bool] | type | str | Mapping[str, Any] | None = None,
+    candidates: Sequence[str] = (),
+    *,
+    width: Sequence[float] | None = None,
+    depth: bool = False,
+    input_shape: Sequence[int] | None = None,
+    inherit: bool = False,
+    handlers: Sequence[mutables.Handler] = (),
+) -> nn.Module:
+    """A copy of ``model`` with the modules ``rule`` matches made searchable (``model`` is untouched).
+
+    Args:
+        model: the user's network.
+        rule: which modules (see :func:`rule_from`; None: every :class:`Slot`).
+        candidates: op names (``OPS``) each match may become besides ``"original"``; or leave
+            empty and give ``width``/``depth`` for elastic blocks.
+        width: fractions of the original inner widths of each matched block (1.0 is always in).
+        depth: make each ``nn.Sequential`` of matched blocks keep its first ``d`` blocks.
+        input_shape: ``(C, H, W)`` of one input; needed when the shapes to keep cannot be read
+            from the matched modules (anything but ``nn.Conv2d`` and :class:`Slot`) and for
+            ``depth``; given, every candidate is checked to keep its module's output shape.
+        inherit: attach :class:`InheritWeights` to every op choice.
+        handlers: further handlers for every op choice.
+
+    Modules inside mutables the model already holds are left as they are. Matches nested in
+    other matches become nested choices (a block's ``"original"`` holds its converted convs).
+    """
+    if candidates and (width is not None or depth):
+        raise ConfigError(
+            "convert: give op candidates or elastic width/depth, not both; to combine them convert twice "
+            "(convert_model, then convert) with a rule each"
+        )
+    if not candidates and width is None and not depth:
+        raise ConfigError("convert: nothing to search; give candidates (op names) or width/depth")
+    if width is not None and not all(0 < f <= 1 for f in width):
+        raise ConfigError(f"convert: width fractions must be in (0, 1], got {list(width)}")
+    pristine = model
+    model = copy.deepcopy(model)
+    rule_fn = rule_from(rule)
+    inside_mutable = {id(sub) for _, m in mutables._mutables(model) for sub in m.modules()}  # left as the user wrote them
+    matches = [
+        (path, module)
+        for path, module in model.named_modules()
+        if path and id(module) not in inside_mutable and rule_fn(path, module)
+    ]
+    if not matches:
+        kinds = sorted({type(m).__name__ for m in model.modules()})
+        raise ConfigError(f"convert: rule {rule!r} matches no module of the model; its module classes: {', '.join(kinds)}")
+    if candidates:
+        probed = _probe(model, dict(matches), input_shape) if input_shape is not None else {}
+        for path, module in sorted(matches, key=lambda item: -item[0].count(".")):  # innermost first: nesting
+            source = pristine.get_submodule(path)
+            source = copy.deepcopy(source.op if isinstance(source, Slot) else source) if inherit else None
+            choice = _op_choice(path, module, source, candidates, probed, handlers, inherit)
+            _replace(model, path, choice)
+        return model
+    made = sum(_elastic_width(path, block, width) for path, block in matches) if width is not None else 0
+    if depth:
+        made += _elastic_depth(model, {id(block) for _, block in matches}, input_shape)
+    if not made:
+        raise ConfigError(
+            f"convert: rule {rule!r} matched {len(matches)} module(s) but none became elastic: no inner width "
+            "(a conv feeding only convs through batch norm and activations) and no nn.Sequential of matched "
+            "blocks with a block to drop"
+        )
+    return model
+
+
+def convert(
+    model: nn.Module,
+    rule: Rule | Callable[[nn.Module], bool] | type | str | Mapping[str, Any] | None = None,
+    candidates: Sequence[str] = (),
+    *,
+    width: Sequence[float] | None = None,
+    depth: bool = False,
+    input_shape: Sequence[int] | None = None,
+    inherit: bool = False,
+    handlers: Sequence[mutables.Handler] = (),
+    constraints: Sequence[Callable[[Arch], bool]] = (),
+) -> mutables.ModelSpace:
+    """The search space of ``model`` converted by :func:`convert_model` (same arguments), with
+    ``constraints`` on its archs. ``model`` itself is left untouched."""
+    converted = convert_model(
+        model, rule, candidates, width=width, depth=depth, input_shape=input_shape, inherit=inherit, handlers=handlers
+    )
+    return mutables.ModelSpace(converted, constraints=constraints)

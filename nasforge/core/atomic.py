@@ -1,0 +1,75 @@
+"""Atomic files: a file written here is always either the old one or the new one, whole.
+
+Every component that writes state a later run reads back (the runner's checkpoints and run
+files, supernet slots, model folders, caches) goes through these helpers, so a crash or SIGKILL
+at any moment never leaves a half-written file. They live in ``core`` so that estimators and
+benchmarks can use them without importing the runner.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasforge.core.errors import CheckpointError
+
+__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint"]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash at any moment leaves the old file or the new one.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed
+    over the target (``os.replace`` is atomic on POSIX and Windows); the folder is fsynced too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Serialise ``state`` (tensors allowed) with ``torch.save`` and write it atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, *, advice: str = "Move it aside or start a new run directory.") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    A missing, corrupt or foreign file raises :class:`CheckpointError`; a corrupt one's message
+    ends with ``advice``, what the caller's user can do about it.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {detail}). {advice}") from None
+    if not isinstance(state, dict) or "version" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a nasforge checkpoint")
+    return state
