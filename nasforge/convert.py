@@ -283,15 +283,16 @@ def _op_choice(
 ) -> mutables.LayerChoice:
     """The LayerChoice replacing ``module``: ``"original"`` (when there is one), then ``candidates``."""
     c_in, c_out, stride = _io(path, module, probed)
+    device = next(module.parameters(), torch.zeros(())).device
     options: dict[str, nn.Module] = {}
     original = module.op if isinstance(module, Slot) else module
     if original is not None:
         options[ORIGINAL] = original
     for name in candidates:
         if name != ORIGINAL:
-            options[name] = _make_op(name, c_in, c_out, stride, f"converting {path!r}")
+            options[name] = _make_op(name, c_in, c_out, stride, f"converting {path!r}").to(device)
     if path in probed:
-        (in_shape, out_shape), device = probed[path], next(module.parameters(), torch.zeros(())).device
+        in_shape, out_shape = probed[path]
         for name, op in options.items():
             was_training = op.training
             with torch.no_grad():
@@ -468,8 +469,8 @@ def convert_model(
         input_shape: ``(C, H, W)`` of one input; needed when the shapes to keep cannot be read
             from the matched modules (anything but ``nn.Conv2d`` and :class:`Slot`) and for
             ``depth``; given, every candidate is checked to keep its module's output shape.
-        inherit: attach :class:`InheritWeights` to every op choice.
-        handlers: further handlers for every op choice.
+        inherit: attach :class:`InheritWeights` to every op choice (op candidates only).
+        handlers: further handlers for every op choice (op candidates only).
 
     Modules inside mutables the model already holds are left as they are. Matches nested in
     other matches become nested choices (a block's ``"original"`` holds its converted convs).
@@ -481,6 +482,8 @@ def convert_model(
         )
     if not candidates and width is None and not depth:
         raise ConfigError("convert: nothing to search; give candidates (op names) or width/depth")
+    if not candidates and (inherit or handlers):
+        raise ConfigError("convert: inherit and handlers act on op choices; elastic layers inherit by slicing already")
     if width is not None and not all(0 < f <= 1 for f in width):
         raise ConfigError(f"convert: width fractions must be in (0, 1], got {list(width)}")
     pristine = model

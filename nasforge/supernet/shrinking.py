@@ -114,9 +114,9 @@ class StagePlan:
         if not stages:
             raise ConfigError("progressive shrinking needs at least one stage")
         for before, after in zip(stages, stages[1:]):
-            rank = SHRINK_ORDER.index
-            same = before.elastic == after.elastic
-            if rank(after.elastic) < rank(before.elastic) or (same and (before.values is None or (after.values or 10**9) <= before.values)):
+            backwards = SHRINK_ORDER.index(after.elastic) < SHRINK_ORDER.index(before.elastic)
+            opens_more = before.values is not None and (after.values is None or after.values > before.values)
+            if backwards or (after.elastic == before.elastic and not opens_more):
                 raise ConfigError(
                     f"progressive shrinking stages must open {' -> '.join(SHRINK_ORDER)} in that order, each dimension "
                     f"with more values than before; got {before.elastic} ({before.values or 'all'} values) then "
