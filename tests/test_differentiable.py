@@ -683,3 +683,11 @@ def test_fbnet_searches_through_the_loop_on_its_flops_table(tmp_path: Path) -> N
     assert len(records) == 2 and records[-1]["expected_latency"] > 0
     first, last = (np.array(records[i]["probs"]["1<-0"]) for i in (0, -1))
     assert np.allclose(first, 0.2, atol=1e-2) and not np.allclose(first, last)  # warm-up, then search
+
+
+def test_resume_of_a_cdarts_search_restores_its_evaluation_network(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data, options = _digits(), ("cdarts", {"epochs": 3, "warmup": 1})
+    reference = _run(tmp_path / "ref", 4, data=data, strategy=options)
+    _run(tmp_path / "a", 3, data=data, strategy=options)
+    assert _run(tmp_path / "a", 4, resume=True, data=data, strategy=options) == reference
