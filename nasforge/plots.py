@@ -128,18 +128,33 @@ def cell_dot(arch: Arch | Mapping[str, Any]) -> str:
     for k, (cell, nodes) in enumerate(cells.items()):
         lines += [f"  subgraph cluster_{k} {{", f'    label="{cell}";']
         names = sorted({n for node, inputs in nodes.items() for n in (node, *(src for src, _ in inputs))})
-        lines += [f'    "{cell}.{n}" [label="{n}"];' for n in names]
+        labels = _node_labels(names, set(nodes))
+        lines += [f'    "{cell}.{n}" [label="{labels.get(n, n)}"];' for n in names]
         lines += [
             f'    "{cell}.{src}" -> "{cell}.{node}" [label="{op}"];'
             for node, inputs in sorted(nodes.items())
             for src, op in sorted(inputs)
         ]
+        if len(names) - len(nodes) == 2:  # a DARTS cell: every intermediate node is concatenated
+            lines.append(f'    "{cell}.out" [label="c_{{k}}", fillcolor=palegreen];')
+            lines += [f'    "{cell}.{n}" -> "{cell}.out" [style=dashed];' for n in sorted(nodes)]
         lines.append("  }")
     for i, line in enumerate(other):
         lines.append(f'  other{i} [label="{line}", fillcolor=white];')
         if i:
             lines.append(f"  other{i - 1} -> other{i};")
     return "\n".join([*lines, "}"]) + "\n"
+
+
+def _node_labels(names: list[Any], computed: set[Any]) -> dict[Any, str]:
+    """Readable names of a cell's input and output nodes: DARTS cells read the two previous cells'
+    outputs (c_{k-2}, c_{k-1}); an NB201 cell has one input node and its last node is the output."""
+    sources = [n for n in names if n not in computed]
+    if len(sources) == 2:
+        return {sources[0]: "c_{k-2}", sources[1]: "c_{k-1}"}
+    if len(sources) == 1 and computed:
+        return {sources[0]: "input", max(computed): "output"}
+    return {}
 
 
 def draw_cell(arch: Arch | Mapping[str, Any], output: str | Path) -> list[Path]:

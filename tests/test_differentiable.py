@@ -691,3 +691,15 @@ def test_resume_of_a_cdarts_search_restores_its_evaluation_network(tmp_path: Pat
     reference = _run(tmp_path / "ref", 4, data=data, strategy=options)
     _run(tmp_path / "a", 3, data=data, strategy=options)
     assert _run(tmp_path / "a", 4, resume=True, data=data, strategy=options) == reference
+
+
+def test_cell_dot_names_the_input_and_output_nodes() -> None:
+    from nasforge.plots import cell_dot
+    from nasforge.spaces.darts import DartsSpace
+    from nasforge.spaces.nb201 import NB201Space
+
+    darts = cell_dot(DartsSpace().parse("DARTS_V2"))
+    assert 'label="c_{k-2}"' in darts and 'label="c_{k-1}"' in darts
+    assert darts.count('-> "normal.out" [style=dashed]') == 4  # the four intermediate nodes, concatenated
+    nb201 = cell_dot(NB201Space().parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|none~2|"))
+    assert 'label="input"' in nb201 and 'label="output"' in nb201
