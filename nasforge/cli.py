@@ -376,10 +376,16 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 def cmd_gen_config(args: argparse.Namespace) -> int:
     from nasforge.runner.config import parse_config
-    from nasforge.runner.gen_config import generate_config
+    from nasforge.runner.gen_config import FILL_IN, generate_config
 
-    text = generate_config(args.space)
-    parse_config(yaml.safe_load(text), "<generated config>")  # what we hand out must load
+    text = generate_config(args.space, strategy=args.strategy, estimator=args.estimator)
+    try:
+        parse_config(yaml.safe_load(text), "<generated config>")  # what we hand out must load...
+    except ConfigError as exc:
+        if FILL_IN not in text:
+            raise
+        # ...except where a component has a required option with no example value
+        err_console.print(f"[yellow]set the options marked `{FILL_IN}` before running this config[/yellow] ({exc})")
     if args.output:
         from nasforge.core.atomic import atomic_write_bytes
 
@@ -581,6 +587,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gen-config", help="print a sample config for a space, listing every compatible component")
     p.add_argument("--space", required=True, help="registered space type")
+    p.add_argument("--strategy", help="strategy to write out (default: evolution)")
+    p.add_argument("--estimator", help="estimator to write out (default: scratch)")
     p.add_argument("-o", "--output", help="file to write (default: print)")
     p.set_defaults(func=cmd_gen_config)
     return parser

@@ -333,7 +333,7 @@ def _elastic_conv(module: nn.Module | None) -> bool:
 
 class _MutableLeaves(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, mutables._Mutable) or super().is_leaf_module(m, module_qualified_name)
+        return isinstance(m, mutables.Mutable) or super().is_leaf_module(m, module_qualified_name)
 
 
 def _width_groups(path: str, block: nn.Module) -> list[tuple[str, list[str], list[str]]]:

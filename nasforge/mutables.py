@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -46,6 +46,9 @@ from nasforge.core.space import SearchSpace
 from nasforge.supernet import mixed
 
 __all__ = [
+    "Mutable",
+    "ValueLayer",
+    "Mixable",
     "Handler",
     "ValueChoice",
     "LayerChoice",
@@ -58,6 +61,7 @@ __all__ = [
     "MutableSupernet",
     "activate",
     "collect_choices",
+    "filled",
     "freeze",
     "reset_parameters",
 ]
@@ -97,9 +101,13 @@ def _now(value: int | ValueChoice) -> int:
     return value.current if isinstance(value, ValueChoice) else value
 
 
-class _Mutable:
+class Mutable:
     """What every mutable module offers :class:`ModelSpace`: its choices, how an arch sets it,
-    and the plain module it freezes to."""
+    and the plain module it freezes to.
+
+    Subclass it (with ``nn.Module``) for a mutable of your own and implement the three methods;
+    :class:`ModelSpace`, :func:`activate` and :func:`freeze` find it by this base class
+    (:mod:`nasforge.supernet.elastic` is built this way)."""
 
     def mutable_choices(self) -> list[Choice]:
         raise NotImplementedError
@@ -112,8 +120,18 @@ class _Mutable:
         raise NotImplementedError
 
 
-class _ValueLayer(_Mutable):
-    """A layer whose sizes may be ValueChoices; it is set through the ValueChoice objects."""
+@runtime_checkable
+class Mixable(Protocol):
+    """A mutable that mixes its candidates by weights in a supernet's weighted mode (the elastic
+    layers of :mod:`nasforge.supernet.elastic`), besides LayerChoice and InputChoice."""
+
+    def mix(self, weights: Mapping[str, Tensor]) -> None:
+        """Mix by ``weights[label]`` (one weight per candidate) until the next ``set_arch``."""
+
+
+class ValueLayer(Mutable):
+    """A layer whose sizes may be ValueChoices; it is set through the ValueChoice objects, so
+    a subclass implements only :meth:`value_choices` and :meth:`Mutable.frozen`."""
 
     def value_choices(self) -> list[ValueChoice]:
         raise NotImplementedError
@@ -151,7 +169,7 @@ class Handler:
         return self
 
 
-class LayerChoice(mixed.LayerChoice, _Mutable):
+class LayerChoice(mixed.LayerChoice, Mutable):
     """One op among ``candidates`` (a list: values are indices 0..n-1; a dict: values are its keys).
 
     ``handlers`` are told of value changes and freezes (see :class:`Handler`).
@@ -182,7 +200,7 @@ class LayerChoice(mixed.LayerChoice, _Mutable):
         return copy.deepcopy(self.path_op(int(self.active)), memo)  # type: ignore[arg-type]
 
 
-class InputChoice(mixed.InputChoice, _Mutable):
+class InputChoice(mixed.InputChoice, Mutable):
     """One of ``n_candidates`` input tensors (called with their list); values are indices."""
 
     def __init__(self, n_candidates: int, label: str) -> None:
@@ -199,7 +217,7 @@ class InputChoice(mixed.InputChoice, _Mutable):
         return mixed._Frozen(int(self.active))  # type: ignore[arg-type]
 
 
-class Conv2d(nn.Conv2d, _ValueLayer):
+class Conv2d(nn.Conv2d, ValueLayer):
     """``nn.Conv2d`` whose channels and (odd) kernel size may be ValueChoices (groups 1, dilation 1).
 
     ``padding="same"`` pads ``kernel // 2`` for whichever kernel is picked.
@@ -237,10 +255,10 @@ class Conv2d(nn.Conv2d, _ValueLayer):
     def frozen(self, memo: dict[int, object]) -> nn.Module:
         weight, bias, k, padding = self._sliced()
         conv = skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], k, self.stride, padding, bias=bias is not None)
-        return _filled(conv, {"weight": weight, "bias": bias}, self.training)
+        return filled(conv, {"weight": weight, "bias": bias}, self.training)
 
 
-class Linear(nn.Linear, _ValueLayer):
+class Linear(nn.Linear, ValueLayer):
     """``nn.Linear`` whose widths may be ValueChoices (the leading slice of the largest)."""
 
     def __init__(self, in_features: int | ValueChoice, out_features: int | ValueChoice, bias: bool = True) -> None:
@@ -260,10 +278,10 @@ class Linear(nn.Linear, _ValueLayer):
     def frozen(self, memo: dict[int, object]) -> nn.Module:
         weight, bias = self._sliced()
         linear = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
-        return _filled(linear, {"weight": weight, "bias": bias}, self.training)
+        return filled(linear, {"weight": weight, "bias": bias}, self.training)
 
 
-class BatchNorm2d(nn.BatchNorm2d, _ValueLayer):
+class BatchNorm2d(nn.BatchNorm2d, ValueLayer):
     """``nn.BatchNorm2d`` whose width may be a ValueChoice: parameters and running statistics are
     the leading slice of the largest (updated in place, so the supernet keeps them)."""
 
@@ -274,8 +292,12 @@ class BatchNorm2d(nn.BatchNorm2d, _ValueLayer):
     def value_choices(self) -> list[ValueChoice]:
         return _only_choices(self.features_choice)
 
+    def channels(self) -> int:
+        """The width in use (subclasses with other width objects override it)."""
+        return _now(self.features_choice)
+
     def _slices(self) -> dict[str, Tensor]:
-        c = _now(self.features_choice)
+        c = self.channels()
         return {
             "weight": self.weight[:c],
             "bias": self.bias[:c],
@@ -288,7 +310,7 @@ class BatchNorm2d(nn.BatchNorm2d, _ValueLayer):
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training:
             self.num_batches_tracked.add_(1)  # type: ignore[union-attr,operator]
-            if self.momentum is None:
+            if self.momentum is None:  # a cumulative average (batch-norm recalibration)
                 factor = 1.0 / float(self.num_batches_tracked)  # type: ignore[arg-type]
         s = self._slices()
         return F.batch_norm(
@@ -296,13 +318,14 @@ class BatchNorm2d(nn.BatchNorm2d, _ValueLayer):
         )
 
     def frozen(self, memo: dict[int, object]) -> nn.Module:
-        bn = skip_init(nn.BatchNorm2d, _now(self.features_choice), self.eps, self.momentum)
-        return _filled(bn, self._slices(), self.training)
+        bn = skip_init(nn.BatchNorm2d, self.channels(), self.eps, self.momentum)
+        return filled(bn, self._slices(), self.training)
 
 
-def _filled(module: nn.Module, tensors: Mapping[str, Tensor | None], training: bool) -> nn.Module:
+def filled(module: nn.Module, tensors: Mapping[str, Tensor | None], training: bool) -> nn.Module:
     """``module`` (made by ``skip_init``: freezing never draws random numbers) holding copies of
-    ``tensors`` (on their device and dtype), in the given mode."""
+    ``tensors`` (on their device and dtype), in the given mode: what a value layer's
+    :meth:`~Mutable.frozen` returns."""
     device_of = next(t for t in tensors.values() if t is not None)
     module = module.to(device=device_of.device, dtype=device_of.dtype)
     state = {name: t.detach().clone() for name, t in tensors.items() if t is not None}
@@ -310,7 +333,7 @@ def _filled(module: nn.Module, tensors: Mapping[str, Tensor | None], training: b
     return module.train(training)
 
 
-class Repeat(nn.Module, _Mutable):
+class Repeat(nn.Module, Mutable):
     """``block_factory(i)`` for the largest depth; the first ``depth`` blocks run, in sequence.
 
     Args:
@@ -346,9 +369,9 @@ class Repeat(nn.Module, _Mutable):
         return nn.Sequential(*(copy.deepcopy(block, memo) for block in self.blocks[: self.depth.current]))
 
 
-def _mutables(model: nn.Module) -> Iterator[tuple[str, _Mutable]]:
+def _mutables(model: nn.Module) -> Iterator[tuple[str, Mutable]]:
     for path, module in model.named_modules():
-        if isinstance(module, _Mutable):
+        if isinstance(module, Mutable):
             yield path, module
 
 
@@ -391,7 +414,7 @@ def _frozen_copy(model: nn.Module, arch: Mapping[str, Value]) -> tuple[nn.Module
     memo: dict[int, object] = {}
     for _, module in reversed(list(_mutables(model))):  # innermost first: parents copy their frozen children
         memo[id(module)] = module.frozen(memo)
-    if isinstance(model, _Mutable):
+    if isinstance(model, Mutable):
         return memo[id(model)], memo  # type: ignore[return-value]
     return copy.deepcopy(model, memo), memo
 
@@ -414,11 +437,12 @@ def reset_parameters(module: nn.Module) -> None:
 
 
 def _not_weighted(model: nn.Module) -> list[str]:
-    """The mutables that cannot mix candidates by weights (everything but LayerChoice/InputChoice)."""
+    """The mutables that cannot mix candidates by weights (all but LayerChoice, InputChoice and
+    :class:`Mixable` ones)."""
     return [
         f"{type(module).__name__} at {path!r} ({', '.join(c.name for c in module.mutable_choices())})"
         for path, module in _mutables(model)
-        if not isinstance(module, (mixed.LayerChoice, mixed.InputChoice))
+        if not isinstance(module, (mixed.LayerChoice, mixed.InputChoice, Mixable))
     ]
 
 
@@ -429,15 +453,19 @@ Mode = Literal["single", "weighted"]
 class MutableSupernet(mixed.Supernet):
     """A mutable model as a :class:`~nasforge.supernet.mixed.Supernet`: ``activate`` sets every
     mutable, ``export`` is :func:`freeze`; ``set_weights`` works only for models whose every
-    mutable is a LayerChoice or InputChoice."""
+    mutable is a LayerChoice, an InputChoice or :class:`Mixable` (mixed by
+    :class:`~nasforge.supernet.elastic.ElasticSupernet`)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__(network)
+        self._unsupported = _not_weighted(network)
 
     def activate(self, arch: Arch) -> None:
         activate(self.network, arch)
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
-        unsupported = _not_weighted(self.network)
-        if unsupported:
-            raise ConfigError(_weighted_message("set_weights (differentiable search)", unsupported))
+        if self._unsupported:
+            raise ConfigError(_weighted_message("set_weights (differentiable search)", self._unsupported))
         super().set_weights(weights)
 
     def export(self, arch: Arch) -> nn.Module:
@@ -446,8 +474,9 @@ class MutableSupernet(mixed.Supernet):
 
 def _weighted_message(by: str, unsupported: list[str]) -> str:
     return (
-        f"{by} mixes candidates by weights, which a ModelSpace supports only for LayerChoice and "
-        f"InputChoice; this model also has {'; '.join(unsupported)}. Use a discrete strategy, "
+        f"{by} mixes candidates by weights, which a ModelSpace supports only for LayerChoice, "
+        f"InputChoice and the elastic layers (nasforge.supernet.elastic); this model also has "
+        f"{'; '.join(unsupported)}. Use a discrete strategy, "
         "or the one-shot 'supernet' estimator"
     )
 
@@ -484,8 +513,16 @@ class ModelSpace(SearchSpace):
         return child
 
     def supernet(self) -> MutableSupernet:
-        """A copy of the model as a supernet (each call starts from the model's own weights)."""
-        return MutableSupernet(copy.deepcopy(self.model))
+        """A copy of the model as a supernet (each call starts from the model's own weights); an
+        :class:`~nasforge.supernet.elastic.ElasticSupernet` when the model holds elastic layers,
+        so that weighted mode (differentiable strategies, the architecture generator) mixes
+        their kernels, widths and depths too."""
+        from nasforge.supernet.elastic import ElasticSupernet  # elastic layers build on this module
+
+        network = copy.deepcopy(self.model)
+        if any(isinstance(module, Mixable) for _, module in _mutables(network)):
+            return ElasticSupernet(network)
+        return MutableSupernet(network)
 
     def elastic_kinds(self) -> dict[str, str]:
         """Each elastic choice's dimension (``kernel``, ``depth``, ``width``), for progressive
@@ -502,7 +539,7 @@ class ModelSpace(SearchSpace):
 
     def supports(self, mode: Mode) -> bool:
         """Whether the supernet runs in ``mode``: ``single`` always; ``weighted`` (differentiable
-        methods) only when every mutable is a LayerChoice or InputChoice."""
+        methods) only when every mutable is a LayerChoice, an InputChoice or an elastic layer."""
         return mode == "single" or not _not_weighted(self.model)
 
     def require(self, mode: Mode, by: str) -> None:

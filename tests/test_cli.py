@@ -114,6 +114,53 @@ def test_registry_and_gen_config(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "population_size: 10" in text
 
 
+def _gen_config_cases() -> list[tuple[str, dict[str, str]]]:
+    """Every registered space with the defaults, and every strategy and estimator on a space it fits."""
+    from nasforge.core import registry
+    from nasforge.runner.gen_config import compatible
+
+    spaces = registry.names("space")
+    cases: list[tuple[str, dict[str, str]]] = [(space, {}) for space in spaces]
+    for kind in ("strategy", "estimator"):
+        for reg in registry.registrations(kind):
+            space = "nb201" if compatible(reg, "nb201") else next(s for s in spaces if compatible(reg, s))
+            cases.append((space, {kind: reg.name}))
+    return cases
+
+
+@pytest.mark.parametrize(("space", "chosen"), _gen_config_cases(), ids=lambda v: str(v or "defaults"))
+def test_gen_config_validates_or_names_what_to_fill_in(space: str, chosen: dict[str, str]) -> None:
+    from nasforge.core.errors import ConfigError
+    from nasforge.runner.config import parse_config
+    from nasforge.runner.gen_config import FILL_IN, generate_config
+
+    text = generate_config(space, **chosen)
+    try:
+        parse_config(yaml.safe_load(text), "<generated config>")
+    except ConfigError as exc:
+        notes = [line for line in text.splitlines() if line.startswith(FILL_IN)]
+        assert notes, f"gen-config for {space} {chosen} does not validate and names nothing to fill in: {exc}"
+        bad = str(exc).split(" = ")[0].rsplit(".", 1)[-1]  # "... space.factory = None: ..." -> factory
+        assert any(bad in note for note in notes), (bad, notes)
+
+
+def test_gen_config_without_an_example_marks_the_required_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nasforge.spaces.latency_bounded import LatencyBoundedSpace
+
+    out = tmp_path / "bounded.yaml"
+    assert run_cli("gen-config", "--space", "latency_bounded", "-o", str(out)) == 0
+    data = yaml.safe_load(out.read_text())
+    assert data["space"]["inner"]["type"] == "nb201" and data["space"]["max_ms"] > 0  # the example values
+    assert "# space: inner, table, max_ms hold example values" in out.read_text()
+    monkeypatch.setattr(LatencyBoundedSpace, "example_options", {})
+    assert run_cli("gen-config", "--space", "latency_bounded", "-o", str(out)) == 0
+    assert "# FILL IN space: inner, max_ms (required, no default)" in out.read_text()
+    assert "FILL IN" in capsys.readouterr().err
+    expect_error(capsys, ["gen-config", "--space", "ofa", "--estimator", "nb201_table"], "estimator 'nb201_table' does not fit space 'ofa'")
+
+
 def test_eval_arch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arch = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
     assert run_cli("eval-arch", str(write_config(tmp_path)), arch) == 0

@@ -19,6 +19,7 @@ from nasforge.convert import (
     Reinitialise,
     Slot,
     convert,
+    convert_model,
     match,
     rule_from,
     transfer_weights,
@@ -252,13 +253,35 @@ def test_elastic_blocks_slice_the_original() -> None:
         convert(model, "conv3x3", OPS).elastic_kinds()
 
 
-def test_differentiable_methods_reject_elastic_spaces_up_front() -> None:
+def test_differentiable_methods_search_converted_elastic_models(tmp_path: Path) -> None:
+    """A converted model with an op choice and elastic widths and depths gets an ElasticSupernet:
+    one-hot weights compute the single path exactly, and DARTS (the dnas estimator) searches it."""
     from nasforge.estimators.dnas import DifferentiableSupernetEstimator
+    from nasforge.strategies.differentiable import DARTS
+    from nasforge.supernet.elastic import ElasticSupernet
+    from nasforge.tasks.datasets import Digits
 
-    elastic = convert(_resnet(), "BasicBlock", width=[0.5, 1.0], input_shape=SHAPE)
-    with pytest.raises(ConfigError, match=r"estimator 'dnas' mixes candidates.*ElasticConv2d at 'stages.0.0.conv1'"):
-        DifferentiableSupernetEstimator(space=elastic)
-    DifferentiableSupernetEstimator(space=convert(_resnet(), "conv3x3", OPS))  # op choices: accepted
+    with_op = convert_model(_resnet(), {"name": "stem.0"}, ["conv5x5"], input_shape=(1, 8, 8))
+    space = convert(with_op, "BasicBlock", width=[0.5, 1.0], depth=True, input_shape=(1, 8, 8))
+    supernet = space.supernet().eval()
+    assert isinstance(supernet, ElasticSupernet) and space.supports("weighted")
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    for seed in range(2):
+        arch = space.sample(np.random.default_rng(seed))
+        supernet.activate(arch)
+        with torch.no_grad():
+            single = supernet(x)
+            one_hot = {
+                name: nn.functional.one_hot(torch.tensor(choice.index(arch[name])), len(choice)).float()
+                for name, choice in space.choices().items()
+            }
+            supernet.set_weights(one_hot)
+            torch.testing.assert_close(supernet(x), single)
+    estimator = DifferentiableSupernetEstimator(space=space, batch_size=32)
+    result = run_search(
+        space, DARTS(epochs=2), estimator, SingleMetric(), budget=2, run_dir=tmp_path, data=Digits(train_limit=256).load(0)
+    )
+    assert all(t.ok for t in result.trials), [t.error for t in result.trials]
 
 
 # -- the config entry --------------------------------------------------------------------------

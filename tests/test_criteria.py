@@ -160,3 +160,111 @@ def test_train_model_distils_from_a_teacher() -> None:
         train_model(nn.Linear(4, 2), data, settings, seed=0)
     report = train_model(nn.Linear(4, 2), data, settings, seed=0, teacher=nn.Linear(4, 2))
     assert math.isfinite(report.train_loss[0])
+
+
+# -- own data in a few lines: any Dataset, a user's loss and a user's metric (issue #8, item 4) ----
+
+USER_TASK = '''
+import torch
+from torch.utils.data import Dataset
+
+CALLS = {"loss": 0, "metric": 0}
+
+
+class Blobs(Dataset):
+    """Three classes of 1x8x8 images whose mean brightness is the class."""
+
+    def __init__(self, n, seed):
+        noise = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        self.labels = torch.arange(n) % 3
+        self.images = 0.5 * noise + self.labels[:, None, None, None].float()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def datasets():
+    return Blobs(240, 0), Blobs(60, 1)
+
+
+def hinge(outputs, labels, margin=1.0):
+    CALLS["loss"] += 1
+    return torch.nn.functional.multi_margin_loss(outputs, labels, margin=margin)
+
+
+def macro_recall(outputs, labels):
+    CALLS["metric"] += 1
+    predicted = outputs.argmax(1)
+    return sum(float((predicted[labels == c] == c).float().mean()) for c in range(3)) / 3
+'''
+
+
+@pytest.fixture
+def user_task(tmp_path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``my_task.py`` in the working directory, imported by module path as a config names it."""
+    import sys
+
+    (tmp_path / "my_task.py").write_text(USER_TASK)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("my_task", None)
+
+
+def test_own_dataset_loss_and_metric_through_run_search_and_final_training(user_task) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from nasforge.core import registry
+    from nasforge.estimators.scratch import ScratchTraining
+    from nasforge.objectives.basic import SingleMetric
+    from nasforge.runner.config import ComponentSpec
+    from nasforge.runner.final import train_final
+    from nasforge.runner.loop import run_search
+    from nasforge.strategies.random_search import RandomSearch
+    from nasforge.tasks.datasets import CustomDataset
+
+    torch.set_num_threads(1)
+    data = CustomDataset(factory="my_task:datasets").load(0)
+    space = registry.create("space", "nb201", {"C": 4, "N": 1}, context=data.context())
+    options = {"criterion": "my_task:hinge", "criterion_options": {"margin": 0.5}, "metric": "my_task:macro_recall"}
+    estimator = ScratchTraining(epochs=2, batch_size=32, **options)  # type: ignore[arg-type]
+    result = run_search(space, RandomSearch(), estimator, SingleMetric("val_metric"), budget=2, run_dir=user_task / "run", data=data)
+    assert all(t.ok for t in result.trials), [t.error for t in result.trials]
+    assert all(0.0 <= t.metrics["val_metric"] <= 1.0 and "val_acc" in t.metrics for t in result.trials)
+    calls = sys.modules["my_task"].CALLS
+    assert calls["loss"] > 0 and calls["metric"] == 2  # the user's loss trained, the metric scored each trial once
+    settings = TrainSettings(epochs=1, batch_size=32, **options)  # type: ignore[arg-type]
+    final = user_task / "final"
+    metrics = train_final(
+        space, ComponentSpec(type="nb201", C=4, N=1), data, ComponentSpec(type="custom", factory="my_task:datasets"),
+        result.best(1)[0].arch, settings, seed=0, out_dir=final,
+    )
+    assert 0.0 <= metrics["test_metric"] <= 1.0
+    # the kd criterion names its teacher in the config: the model folder just written
+    student = ScratchTraining(epochs=1, batch_size=32, criterion="kd", criterion_options={"teacher": str(final)})
+    distilled = run_search(space, RandomSearch(), student, SingleMetric(), budget=1, run_dir=user_task / "kd", data=data)
+    assert distilled.trials[0].ok, distilled.trials[0].error
+
+
+def test_bad_user_functions_are_named(user_task) -> None:  # type: ignore[no-untyped-def]
+    from nasforge.core.errors import CheckpointError
+    from nasforge.runner.final import load_teacher
+    from nasforge.tasks.datasets import CustomDataset
+    from nasforge.tasks.training import evaluate_model
+
+    with pytest.raises(ValueError, match="criterion 'my_task:nope': my_task has no function 'nope'"):
+        TrainSettings(criterion="my_task:nope")
+    with pytest.raises(ValueError, match="metric 'missing_module:f': cannot import missing_module"):
+        TrainSettings(metric="missing_module:f")
+    with pytest.raises(ValueError, match="criterion"):
+        TrainSettings(criterion="hinge")  # neither a name nor a path
+    with pytest.raises(ConfigError, match="must return a scalar tensor"):
+        make_criterion("my_task:macro_recall")(LOGITS, LABELS)
+    x = torch.randn(8, 4)
+    with pytest.raises(ConfigError, match="metric '<lambda>' must return a number"):
+        evaluate_model(nn.Linear(4, 2), TensorDataset(x, torch.zeros(8, dtype=torch.long)), metric=lambda o, t: "high")
+    settings = TrainSettings(criterion="kd", criterion_options={"teacher": str(user_task)})
+    with pytest.raises(CheckpointError, match="is not a model folder"):
+        load_teacher(settings, CustomDataset(factory="my_task:datasets").load(0))

@@ -210,13 +210,13 @@ def test_one_shot_search_under_a_latency_bound_never_trains_nor_proposes_a_slow_
 
     space, bound = _bounded(digits_table, 0.3)
     trained = []
-    original = SupernetTrainer._train_step
+    original = SupernetTrainer.train_step
 
     def spy(self: SupernetTrainer, train: object, paths: list) -> float:
         trained.extend(paths)
         return original(self, train, paths)
 
-    monkeypatch.setattr(SupernetTrainer, "_train_step", spy)
+    monkeypatch.setattr(SupernetTrainer, "train_step", spy)
     estimator = SupernetEstimator(rule=rule, epochs=1, batch_size=64, bn_batches=1, space=space)
     strategy = RegularizedEvolution(population_size=4, sample_size=2)
     result = Runner(

@@ -87,7 +87,7 @@ def test_export_equals_supernet_path_and_is_plain() -> None:
         supernet.activate(arch)
         expected = supernet(x)
         child = supernet.export(arch).eval()
-        assert not any(isinstance(m, nm._Mutable) for m in child.modules())
+        assert not any(isinstance(m, nm.Mutable) for m in child.modules())
         assert len(child.blocks) == arch["depth"]
         torch.testing.assert_close(child(x), expected, atol=1e-5, rtol=1e-5)
         torch.fx.symbolic_trace(child)  # the user's forward is traceable, so the child is too

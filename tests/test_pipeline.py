@@ -140,3 +140,18 @@ def test_unknown_defaults_and_bad_step_options_are_caught_before_anything_runs(t
 def test_demo_pipeline_config_is_valid() -> None:
     config = load_pipeline(REPO / "configs" / "pipeline_demo.yaml")
     assert plan(config) == ["search", "tune", "train"]
+
+
+def test_train_step_on_a_latency_bounded_space_reports_predicted_and_measured_latency(tmp_path: Path) -> None:
+    from nasforge.hardware.profile import profile_space
+    from nasforge.spaces.nb201 import NB201Space
+
+    table = tmp_path / "table.json"
+    profile_space(NB201Space(C=4, N=1, in_channels=1), (1, 1, 8, 8), warmup=1, repeats=3, calibrate=1).save(table)
+    space = {"type": "latency_bounded", "inner": {"type": "nb201", "C": 4, "N": 1}, "table": str(table), "max_ms": 1e3}
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+    steps = {"train": {"kind": "train", "space": space, "arch": arch, "train": {"epochs": 1}}}
+    config = {"name": "latency", "defaults": {"threads": 1, "data": {"type": "digits", "train_limit": 200}}, "steps": steps}
+    outputs = run_pipeline(load_pipeline(write(tmp_path, config)), tmp_path / "run")
+    metrics = outputs["train"]["metrics"]
+    assert metrics["latency_predicted_ms"] > 0 and metrics["latency_measured_ms"] > 0

@@ -40,8 +40,10 @@ __all__ = [
     "names",
     "registrations",
     "create",
+    "create_inner",
     "validate_options",
     "signature_defaults",
+    "required_options",
     "load_plugins",
     "nasforge_home",
 ]
@@ -212,6 +214,11 @@ def signature_defaults(kind: str, name: str, *, skip: tuple[str, ...] = ()) -> d
     }
 
 
+def required_options(kind: str, name: str, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """The constructor's parameters without a default: the options a config must set."""
+    return [pname for pname, p in _parameters(get(kind, name).target).items() if p.default is p.empty and pname not in skip]
+
+
 def _format_validation_error(exc: pydantic.ValidationError, where: str) -> str:
     parts = []
     for err in exc.errors():
@@ -290,3 +297,17 @@ def create(
         return get(kind, name).target(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"invalid option in {where or f'{kind} {name!r}'}: {exc}") from None
+
+
+def create_inner(kind: str, spec: Mapping[str, Any], *, where: str, context: Mapping[str, Any] | None = None) -> Any:
+    """The component a ``{type: NAME, **options}`` mapping names, e.g. the ``inner`` part a
+    wrapping component (``with_hparams``, ``latency_bounded``, ``with_latency``) holds.
+
+    Raises:
+        ConfigError: ``type`` is missing, or as :func:`create`.
+    """
+    options = dict(spec)
+    name = options.pop("type", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{where} needs `type`, the registered name of the {kind} it holds")
+    return create(kind, name, options, context=context, where=where)

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -98,6 +98,9 @@ class CommandEstimator(Estimator):
     Metrics: whatever the command prints. Cost: ``seconds``. Extras: ``command``,
     ``returncode``, ``stdout_tail`` and ``stderr_tail``.
     """
+
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"cmd": "{python} train.py --lr {lr} --seed {seed}", "metric_regex": "val_acc=([0-9.]+)"}
 
     def __init__(
         self,

@@ -32,13 +32,13 @@ from nasforge.core.estimator import Context
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.estimators.supernet import SupernetEstimator
+from nasforge.supernet.mixed import Supernet
 from nasforge.supernet.shrinking import (
     OFA_STAGES,
     ProgressiveShrinking,
     ShrinkingTrainer,
     ShrinkStage,
     StagePlan,
-    elastic_kinds_of,
 )
 from nasforge.supernet.train import SupernetTrainer
 from nasforge.tasks.training import Momentum
@@ -103,27 +103,23 @@ class OFAEstimator(SupernetEstimator):
         if space is not None:
             StagePlan(self.stages, space)  # a bad schedule or a space that is not elastic fails here
 
-    def _fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
+    def fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
         return {
-            **super()._fingerprint(supernet),
+            **super().fingerprint(supernet),
             "stages": [stage.model_dump() for stage in self.stages],
             "n_random": self.n_random,
             "kd_ratio": self.kd_ratio,
         }
 
-    def _ensure_trainer(self, ctx: Context) -> SupernetTrainer:
-        """The supernet estimator's set-up (supernet, checkpoint slots), training by shrinking."""
-        if self._trainer is None:
-            elastic_kinds_of(ctx.space)
-            base = super()._ensure_trainer(ctx)
-            self._trainer = ShrinkingTrainer(
-                base.supernet,
-                ctx.space,
-                self.settings,
-                plan=StagePlan(self.stages, ctx.space),
-                rule=self.rule,  # type: ignore[arg-type]
-                kd_ratio=self.kd_ratio,
-                seed=base.seed,
-                device=ctx.device,
-            )
-        return self._trainer
+    def make_trainer(self, supernet: Supernet, ctx: Context, *, seed: int) -> SupernetTrainer:
+        """Training by progressive shrinking (the checkpoints and scoring are the supernet estimator's)."""
+        return ShrinkingTrainer(
+            supernet,
+            ctx.space,
+            self.settings,
+            plan=StagePlan(self.stages, ctx.space),
+            rule=self.rule,  # type: ignore[arg-type]
+            kd_ratio=self.kd_ratio,
+            seed=seed,
+            device=ctx.device,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from torch import nn
 
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
@@ -16,9 +17,11 @@ from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
 from nasforge.core.trial import Result
 from nasforge.objectives.counters import count_flops, count_params
+from nasforge.runner.final import load_teacher
 from nasforge.spaces.hparams import apply_hparams, hparams_of
 from nasforge.tasks.augment import AugmentPolicy
-from nasforge.tasks.criteria import CriterionName
+from nasforge.tasks.criteria import CriterionName, UserFunction
+from nasforge.tasks.data import DataSplits
 from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, seeded, train_model
 
 __all__ = ["ScratchTraining"]
@@ -33,14 +36,19 @@ class ScratchTraining(Estimator):
     the digits dataset in one to two seconds on one CPU core; for NB201's own recipe use
     ``epochs: 200, batch_size: 256, lr: 0.1``.
 
-    Metrics: ``val_acc`` (percent) and ``val_loss`` on the valid split, ``train_acc`` and
-    ``train_loss`` of the last epoch, ``params`` and ``flops`` of the child for one input. Cost:
+    Metrics: ``val_acc`` (percent) and ``val_loss`` on the valid split (and ``val_metric``, the
+    user's ``metric``, if set), ``train_acc`` and ``train_loss`` of the last epoch, ``params``
+    and ``flops`` of the child for one input. Cost:
     ``seconds`` (build, count and train) and ``epochs``. The learning curve goes in ``extras``.
     The trial seed fixes the weight initialisation and the sample order.
 
     An arch of a space with hyperparameter choices (``with_hparams``, ``hpo``) overrides these
     settings with its ``hp.NAME`` values for its own training; they are kept in ``extras``.
-    ``criterion`` selects the training loss (:mod:`nasforge.tasks.criteria`; not ``kd``).
+    ``criterion`` selects the training loss (:mod:`nasforge.tasks.criteria`): a name, or a
+    user's ``"package.module:function"``; ``kd`` takes its teacher from
+    ``criterion_options: {teacher: MODEL_FOLDER}``. ``metric`` is a user's
+    ``"package.module:function"`` scoring the validation outputs (higher is better), e.g. for an
+    objective ``{type: single, metric: val_metric}``.
     """
 
     def __init__(
@@ -55,11 +63,12 @@ class ScratchTraining(Estimator):
         label_smoothing: UnitFraction = 0.0,
         warmup_epochs: NonNegativeInt = 0,
         augment: AugmentPolicy = "none",
-        criterion: CriterionName = "cross_entropy",
-        criterion_options: dict[str, float] | None = None,
+        criterion: CriterionName | UserFunction = "cross_entropy",
+        criterion_options: dict[str, float | str] | None = None,
+        metric: UserFunction | None = None,
     ) -> None:
-        if criterion == "kd":
-            raise ValueError("criterion 'kd' needs a teacher network, which the scratch estimator does not have")
+        if criterion == "kd" and "teacher" not in (criterion_options or {}):
+            raise ValueError("criterion 'kd' needs a teacher network: set criterion_options: {teacher: MODEL_FOLDER}")
         self.settings = TrainSettings(
             epochs=epochs,
             batch_size=batch_size,
@@ -73,7 +82,16 @@ class ScratchTraining(Estimator):
             augment=augment,
             criterion=criterion,
             criterion_options=criterion_options or {},
+            metric=metric,
         )
+        self._teacher: tuple[object, nn.Module | None] | None = None  # (teacher option, its network)
+
+    def _kd_teacher(self, settings: TrainSettings, data: DataSplits) -> nn.Module | None:
+        """The ``kd`` teacher of ``settings`` (None for other criteria), read once per folder."""
+        option = (settings.criterion, settings.criterion_options.get("teacher"))
+        if self._teacher is None or self._teacher[0] != option:
+            self._teacher = (option, load_teacher(settings, data))
+        return self._teacher[1]
 
     def estimate(self, arch: Arch, ctx: Context) -> Result:
         """Build ``arch`` (weights seeded by ``ctx.seed``), train it on ``ctx.data.train``, score on ``valid``."""
@@ -101,13 +119,21 @@ class ScratchTraining(Estimator):
             )
 
         report = train_model(
-            model, data.train, settings, seed=ctx.seed, device=ctx.device, eval_set=data.valid, progress=log_epoch
+            model,
+            data.train,
+            settings,
+            seed=ctx.seed,
+            device=ctx.device,
+            eval_set=data.valid,
+            progress=log_epoch,
+            teacher=self._kd_teacher(settings, data),
         )
         assert report.eval_acc is not None and report.eval_loss is not None
         return Result(
             metrics={
                 "val_acc": report.eval_acc,
                 "val_loss": report.eval_loss,
+                **({} if report.eval_metric is None else {"val_metric": report.eval_metric}),
                 "train_acc": report.train_acc[-1],
                 "train_loss": report.train_loss[-1],
                 "params": float(params),

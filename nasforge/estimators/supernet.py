@@ -9,14 +9,17 @@ batch norm on training minibatches, score on the validation split. Any discrete 
 
 ENAS (Pham et al. 2018) alternates training the shared weights on archs the controller samples
 with training the controller on their validation reward. In the ask/tell loop that becomes:
-the ``reinforce`` strategy with ``controller: lstm`` asks an arch; this estimator with ``rule:
+the ``reinforce`` strategy with an LSTM controller asks an arch; this estimator with ``rule:
 enas`` trains the shared weights on it for ``steps_per_arch`` minibatches (continuing one
 stream through the training split), then scores it on one validation minibatch (the next one
-each time, as ENAS cycles its validation loader); the strategy is told the score and takes one
-REINFORCE step. ENAS proper trains the shared weights on a fresh controller sample for every
-minibatch of an epoch and then the controller on other samples; here one sample serves both, for
-``steps_per_arch`` minibatches (1 is closest to ENAS, larger values give each arch a fairer
-reward). See ``configs/oneshot_enas.yaml`` for the controller settings that match ENAS.
+each time, as ENAS cycles its validation loader); the strategy is told the score as the
+reward. How often the controller is updated is the strategy's business (its ``aggregate``):
+``controller: lstm`` takes one REINFORCE step per trial, ``controller: enas`` one step on the
+mean gradient of every 20 samples, as ENAS does (:mod:`nasforge.strategies.reinforce`). ENAS
+proper trains the shared weights on a fresh controller sample for every minibatch of an epoch
+and then the controller on other samples; here one sample serves both, for ``steps_per_arch``
+minibatches (1 is closest to ENAS, larger values give each arch a fairer reward). See
+``configs/oneshot_enas.yaml`` for a small-budget controller setting.
 
 Files: the supernet, its optimiser and the stream position live in ``RUN_DIR/supernet/``, in
 two alternating slots written atomically, so a run killed at any moment resumes exactly (the
@@ -48,6 +51,7 @@ from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
 from nasforge.objectives.counters import count_flops, count_params
 from nasforge.supernet.dnas import gradients
+from nasforge.supernet.mixed import Supernet
 from nasforge.supernet.rules import TrainingRule, get_rule
 from nasforge.supernet.train import SupernetSettings, SupernetTrainer, as_tensors
 from nasforge.tasks.criteria import CriterionName, make_criterion
@@ -209,8 +213,11 @@ class SupernetEstimator(Estimator):
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def _fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
-        """What must not change between a run and its resumption: the rule, settings and shapes."""
+    def fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
+        """What must not change between a run and its resumption: the rule, settings and shapes.
+
+        Stored with every checkpoint slot; a slot with another fingerprint is refused. Subclasses
+        add their own settings to it (``{**super().fingerprint(supernet), ...}``)."""
         shapes = repr([(name, tuple(t.shape)) for name, t in supernet.state_dict().items()])
         criterion = {"criterion": list(self.criterion)} if self.criterion != ("cross_entropy", {}) else {}
         return {
@@ -231,6 +238,20 @@ class SupernetEstimator(Estimator):
             self._data = (id(data), as_tensors(data.train, ctx.device), as_tensors(data.valid, ctx.device))
         return self._data[1], self._data[2]
 
+    def make_trainer(self, supernet: Supernet, ctx: Context, *, seed: int) -> SupernetTrainer:
+        """The trainer of the freshly built ``supernet``: a :class:`SupernetTrainer` under the
+        rule. Subclasses return their own trainer to change how the supernet trains (the ``ofa``
+        estimator's progressive shrinking); checkpoints, resumption and scoring stay this class's."""
+        return SupernetTrainer(
+            supernet,
+            ctx.space,
+            self.rule,
+            self.settings,
+            seed=seed,
+            device=ctx.device,
+            criterion=make_criterion(*self.criterion),
+        )
+
     def _ensure_trainer(self, ctx: Context) -> SupernetTrainer:
         if self._trainer is not None:
             return self._trainer
@@ -239,17 +260,9 @@ class SupernetEstimator(Estimator):
             self._seed = derive_seed(ctx.seed, "supernet")
         with seeded(derive_seed(self._seed, "init"), ctx.device):
             supernet = ctx.space.supernet()  # type: ignore[attr-defined]
-        trainer = SupernetTrainer(
-            supernet,
-            ctx.space,
-            self.rule,
-            self.settings,
-            seed=self._seed,
-            device=ctx.device,
-            criterion=make_criterion(*self.criterion),
-        )
+        trainer = self.make_trainer(supernet, ctx, seed=self._seed)
         if ctx.run_dir is not None:
-            self._slots = _Slots(Path(ctx.run_dir) / SUPERNET_DIR, self._fingerprint(supernet))
+            self._slots = _Slots(Path(ctx.run_dir) / SUPERNET_DIR, self.fingerprint(supernet))
             if not self._slots.read():  # a new run: its initial weights are the first state to return to
                 self._save(trainer, -1)
         self._trainer = trainer

@@ -16,11 +16,10 @@ use the ``latency_bounded`` space instead.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
-from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
@@ -42,6 +41,9 @@ class WithLatency(Estimator):
         space: the search space (offered by the runner; passed on to ``inner``).
     """
 
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "supernet"}, "table": "latency_table.json"}
+
     def __init__(
         self,
         inner: dict[str, Any],
@@ -50,12 +52,8 @@ class WithLatency(Estimator):
         metric: str = "latency_ms",
         space: SearchSpace | None = None,
     ) -> None:
-        options = dict(inner)
-        name = options.pop("type", None)
-        if not isinstance(name, str):
-            raise ConfigError("with_latency: `inner` needs `type`, the registered name of the wrapped estimator")
         context = {"space": space} if space is not None else {}
-        self.inner: Estimator = registry.create("estimator", name, options, context=context, where="with_latency.inner")
+        self.inner: Estimator = registry.create_inner("estimator", inner, context=context, where="with_latency.inner")
         self.latency_model = LatencyModel.load(table, cost_model)
         self.metric = metric
 

@@ -7,6 +7,7 @@ breaks one is infeasible, strategies are told so, and it never wins.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from nasforge.core.objective import Constraint, Mode, Objective
 from nasforge.core.registry import register
@@ -45,6 +46,9 @@ class WeightedSum(Objective):
     ``weights`` maps metric names to weights; a negative weight penalises the metric.
     """
 
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"weights": {"val_acc": 1.0, "params": -1e-05}}
+
     def __init__(self, weights: dict[str, float], constraints: Sequence[Constraint] = ()) -> None:
         super().__init__(constraints)
         if not weights:
@@ -65,6 +69,9 @@ class Pareto(Objective):
 
     ``metrics`` maps each metric to ``max`` or ``min``, e.g. ``{val_acc: max, latency_ms: min}``.
     """
+
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"metrics": {"val_acc": "max", "params": "min"}}
 
     def __init__(self, metrics: dict[str, Mode], constraints: Sequence[Constraint] = ()) -> None:
         super().__init__(constraints)

@@ -29,20 +29,21 @@ if TYPE_CHECKING:
 from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
-from nasforge.core.errors import CheckpointError
+from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.estimators.supernet import inherited_child
 from nasforge.objectives.counters import count_flops, count_params
 from nasforge.runner.config import ComponentSpec
 from nasforge.tasks.data import DataSplits
-from nasforge.tasks.training import TrainSettings, evaluate, train_model
+from nasforge.tasks.training import TrainSettings, evaluate_model, train_model
 
 __all__ = [
     "ModelFolder",
     "initial_model",
     "train_final",
     "load_model_folder",
+    "load_teacher",
     "MODEL_FILE",
     "WEIGHTS_FILE",
     "METRICS_FILE",
@@ -111,17 +112,25 @@ def train_final(
     machine as its table was, and ``latency_predicted_ms``, ``latency_measured_ms`` and
     ``latency_measured_over_predicted`` join the metrics (and the log).
 
-    Returns the metrics (``test_acc``, ``test_loss``, ``params``, ``flops``, ``train_seconds``).
+    Returns the metrics (``test_acc``, ``test_loss``, ``params``, ``flops``, ``train_seconds``;
+    ``test_metric`` with the settings' ``metric``).
     """
     model = initial_model(space, arch, seed=seed, init_from=init_from)
     input_shape = (1, data.in_channels, *data.input_size)  # batch of one, as exported models see it
     report = train_model(
-        model, data.train_and_valid, settings, seed=derive_seed(seed, "final-train"), device=device, progress=progress
+        model,
+        data.train_and_valid,
+        settings,
+        seed=derive_seed(seed, "final-train"),
+        device=device,
+        progress=progress,
+        teacher=load_teacher(settings, data),
     )
-    test_acc, test_loss = evaluate(model, data.test, batch_size=settings.eval_batch_size, device=device)
+    test = evaluate_model(model, data.test, batch_size=settings.eval_batch_size, device=device, metric=settings.make_metric())
     metrics = {
-        "test_acc": test_acc,
-        "test_loss": test_loss,
+        "test_acc": test.acc,
+        "test_loss": test.loss,
+        **({} if test.metric is None else {"test_metric": test.metric}),
         "final_train_acc": report.train_acc[-1] if report.train_acc else float("nan"),
         "params": float(count_params(model)),
         "flops": float(count_flops(model.cpu(), input_shape[1:])),
@@ -191,3 +200,22 @@ def load_model_folder(folder: str | Path) -> ModelFolder:
     except (RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{folder / WEIGHTS_FILE} is corrupt or does not fit the arch: {str(exc).splitlines()[0]}") from None
     return ModelFolder(model.eval(), arch, space, data, description)
+
+
+def load_teacher(settings: TrainSettings, data: DataSplits) -> nn.Module | None:
+    """The network the ``kd`` criterion distils from: the model folder named by
+    ``criterion_options.teacher`` (written by ``nasforge train``), checked to take ``data``'s
+    input; None for other criteria or without the option.
+
+    Raises:
+        CheckpointError: the folder is not a model folder.
+        ConfigError: the teacher was trained on inputs of another shape.
+    """
+    path = settings.criterion_options.get("teacher")
+    if settings.criterion != "kd" or path is None:
+        return None
+    folder = load_model_folder(str(path))
+    expected = (data.in_channels, *data.input_size)
+    if folder.input_shape[1:] != expected:
+        raise ConfigError(f"kd teacher {path}: it takes inputs {folder.input_shape[1:]}, the data gives {expected}")
+    return folder.model

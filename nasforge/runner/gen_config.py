@@ -1,22 +1,32 @@
 """``nasforge gen-config``: a sample config for a space, derived from constructor signatures.
 
-The chosen default of each part is written out with all its options; every other registered
-component compatible with the space is listed below it as a commented alternative, so the file
-doubles as a catalogue. A component declares which spaces it fits with a tag ``space:NAME``
-(none means it fits every space).
+The chosen default of each part (or the strategy and estimator asked for) is written out with
+all its options; every other registered component compatible with the space is listed below it
+as a commented alternative, so the file doubles as a catalogue. A component declares which
+spaces it fits with a tag ``space:NAME`` (none means it fits every space).
+
+Options without a default (a wrapped space's ``inner``, a user's ``factory``) are written with
+the component's ``example_options`` (a class attribute: values that validate, shown as examples
+to replace) and named in a comment; one with no example is written as null under a
+``# FILL IN`` comment naming it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
 from nasforge.core import registry
+from nasforge.core.errors import ConfigError
 from nasforge.core.registry import Registration
 
-__all__ = ["generate_config", "compatible"]
+__all__ = ["generate_config", "compatible", "FILL_IN"]
+
+#: Starts the comment naming the options of a generated config the user must still set.
+FILL_IN = "# FILL IN"
 
 #: Options the runner fills from the data or other components; not for the user to set.
 _INJECTED = ("in_channels", "num_classes", "input_size", "space")
@@ -34,7 +44,7 @@ def compatible(reg: Registration, space: str) -> bool:
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):  # an options piece, e.g. a strategy's `adam`
         return _plain(value.model_dump())
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -43,38 +53,87 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _section(kind: str, name: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Section:
+    """A component's options as gen-config writes them, and which of them the user must see to."""
+
+    options: dict[str, Any]
+    examples: list[str]  # options holding the component's example values
+    missing: list[str]  # required options with no example (written as null)
+
+    def note(self, section: str) -> str:
+        """The comment naming the example values and the options to fill in ("" for none)."""
+        lines = [f"# {section}: {', '.join(self.examples)} hold example values; set your own"] if self.examples else []
+        if self.missing:
+            lines.append(f"{FILL_IN} {section}: {', '.join(self.missing)} (required, no default)")
+        return "\n".join(lines)
+
+
+def _section(kind: str, name: str) -> _Section:
     options = registry.signature_defaults(kind, name, skip=_INJECTED)
-    return {"type": name, **{k: _plain(v) for k, v in options.items()}}
+    examples = {k: v for k, v in getattr(registry.get(kind, name).target, "example_options", {}).items() if k in options}
+    options.update(examples)
+    missing = [o for o in registry.required_options(kind, name, skip=_INJECTED) if o not in examples]
+    return _Section({"type": name, **{k: _plain(v) for k, v in options.items()}}, list(examples), missing)
 
 
 def _dump(key: str, value: Any) -> str:
     return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False)
 
 
-def generate_config(space: str) -> str:
-    """YAML text of a runnable sample config for ``space`` (an unknown name lists the known ones)."""
+def _written(section: str, kind: str, name: str) -> list[str]:
+    """The lines of a section: its note (if any), then the section itself."""
+    part = _section(kind, name)
+    note = part.note(section)
+    return ([note] if note else []) + [_dump(section, part.options).rstrip()]
+
+
+def _alternative(section: str, reg: Registration) -> str:
+    """One commented alternative: the section in flow style, what to set, the summary."""
+    part = _section(reg.kind, reg.name)
+    flow = yaml.safe_dump({section: part.options}, sort_keys=False, default_flow_style=True, width=1000).strip()
+    hints = ([f"example values: {', '.join(part.examples)}"] if part.examples else []) + (
+        [f"set: {', '.join(part.missing)}"] if part.missing else []
+    )
+    return "#   " + flow + "".join(f"   # {text}" for text in [*hints, reg.summary] if text)
+
+
+def generate_config(space: str, *, strategy: str | None = None, estimator: str | None = None) -> str:
+    """YAML text of a sample config for ``space`` (an unknown name lists the known ones), with
+    ``strategy`` and ``estimator`` (default: evolution and scratch, where they fit the space).
+
+    It validates as written, unless a component has a required option without an example
+    value: that option is null and named in a :data:`FILL_IN` comment.
+
+    Raises:
+        ConfigError: ``strategy`` or ``estimator`` is tagged for other spaces.
+    """
     registry.get("space", space)
+    chosen = {"strategy": strategy, "estimator": estimator}
+    command = " ".join(["nasforge gen-config --space", space, *(f"--{k} {v}" for k, v in chosen.items() if v)])
     parts = [
-        f"# nasforge config for the {space!r} space, generated by `nasforge gen-config --space {space}`.",
+        f"# nasforge config for the {space!r} space, generated by `{command}`.",
         "# Each section names a registered component (`type`) and its options, shown at their defaults.",
         "# Alternatives compatible with this space are listed, commented, under each section.",
         _dump("name", f"{space}-search").rstrip(),
         _dump("seed", 0).rstrip(),
         _dump("budget", {"trials": 20, "seconds": 600}).rstrip(),
-        _dump("space", _section("space", space)).rstrip(),
+        *_written("space", "space", space),
     ]
     for section, kind in _SECTIONS:
         candidates = [r for r in registry.registrations(kind) if compatible(r, space)]
+        asked = chosen.get(kind)
+        if asked is not None and not compatible(registry.get(kind, asked), space):
+            raise ConfigError(
+                f"{kind} {asked!r} does not fit space {space!r}; {kind}s that do: {', '.join(r.name for r in candidates)}"
+            )
         if not candidates:
             continue
-        default = _DEFAULTS[kind] if any(r.name == _DEFAULTS[kind] for r in candidates) else candidates[0].name
-        parts.append(_dump(section, _section(kind, default)).rstrip())
+        default = asked or (_DEFAULTS[kind] if any(r.name == _DEFAULTS[kind] for r in candidates) else candidates[0].name)
+        parts.extend(_written(section, kind, default))
         others = [r for r in candidates if r.name != default]
         if others:
             parts.append(f"# other {section} choices:")
-            for reg in others:
-                flow = yaml.safe_dump({section: _section(kind, reg.name)}, sort_keys=False, default_flow_style=True, width=1000)
-                parts.append("#   " + flow.strip() + (f"   # {reg.summary}" if reg.summary else ""))
+            parts.extend(_alternative(section, reg) for reg in others)
     parts.append(_dump("train", {"epochs": 20}).rstrip() + "   # final training of the best arch; remove to skip")
     return "\n".join(parts) + "\n"

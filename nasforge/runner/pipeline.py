@@ -32,7 +32,9 @@ Kinds and their outputs:
 - ``train``: final training of ``arch`` on train + valid and one test (``nasforge train``);
   options ``arch``, ``space``, ``data``, ``seed``, ``device``, ``threads``, ``train``
   (``TrainSettings``) and ``hparams`` (overriding ``train``, after the arch's own ``hp.``
-  values). Outputs ``dir`` (the model folder), ``metrics``, ``test_acc``.
+  values). Outputs ``dir`` (the model folder), ``metrics``, ``test_acc``; on a space with a
+  latency model (``latency_bounded``) ``metrics`` also compares its predicted and measured
+  latency, as ``nasforge train`` does.
 
 Every step runs in ``RUN_DIR/STEP/``; a finished step leaves ``done.json`` (its outputs, written
 atomically), so ``nasforge pipeline --resume RUN_DIR`` skips finished steps and resumes an
@@ -60,6 +62,7 @@ from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.trial import Trial
+from nasforge.hardware.latency import find_latency_model
 from nasforge.runner.config import ComponentSpec, ExperimentConfig, parse_config
 from nasforge.runner.experiment import (
     TOPK_FILE,
@@ -198,7 +201,16 @@ def _run_train(name: str, step: TrainStep, step_dir: Path, on_trial: OnTrial | N
         raise ConfigError(f"{where}: {exc}") from None
     out = step_dir / "model"
     metrics = train_final(
-        space, step.space, data, step.data, arch, settings, seed=step.seed, out_dir=out, device=resolve_device(step.device)
+        space,
+        step.space,
+        data,
+        step.data,
+        arch,
+        settings,
+        seed=step.seed,
+        out_dir=out,
+        device=resolve_device(step.device),
+        latency=find_latency_model(space),
     )
     return {"dir": str(out), "metrics": metrics, "test_acc": metrics["test_acc"]}
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pydantic
 from pydantic import PositiveInt
@@ -130,6 +130,9 @@ class WithHparams(SearchSpace):
     ``{"arch": "|nor_conv_3x3~0|+...|", "hp.lr": 0.05}`` (just the ``hp.`` values when pinned).
     """
 
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "nb201", "C": 8, "N": 1}, "hparams": {"lr": [0.02, 0.05, 0.1]}}
+
     def __init__(
         self,
         inner: dict[str, Any],
@@ -139,12 +142,8 @@ class WithHparams(SearchSpace):
         num_classes: PositiveInt | None = None,
         input_size: tuple[int, int] | None = None,
     ) -> None:
-        options = dict(inner)
-        name = options.pop("type", None)
-        if not isinstance(name, str):
-            raise ConfigError("with_hparams: `inner` needs `type`, the registered name of the architecture space")
         context = _data_context(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
-        self.inner: SearchSpace = registry.create("space", name, options, context=context, where="with_hparams.inner")
+        self.inner: SearchSpace = registry.create_inner("space", inner, context=context, where="with_hparams.inner")
         clash = [c for c in self.inner.choices() if c.startswith(HP_PREFIX)]
         if clash:
             raise ConfigError(f"with_hparams: the inner space's choice {clash[0]!r} uses the reserved prefix {HP_PREFIX!r}")
@@ -207,6 +206,9 @@ class HparamsOnly(SearchSpace):
         in_channels, num_classes, input_size: offered by the runner from the data.
     """
 
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"model": "examples/usability_resnet.py:resnet", "hparams": {"lr": [0.02, 0.05, 0.1], "batch_size": [32, 64]}}
+
     def __init__(
         self,
         model: str,
@@ -243,6 +245,9 @@ class ParamsSpace(SearchSpace):
         choices: ``{NAME: [candidates]}``; candidates are strings, numbers or booleans.
             Numeric lists are treated as ordered.
     """
+
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"choices": {"lr": [0.01, 0.1], "width": [16, 32]}}
 
     def __init__(self, choices: dict[str, Sequence[Any]]) -> None:
         if not choices:

@@ -15,7 +15,7 @@ is never trained) and the runner's check of each proposed arch::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -41,6 +41,9 @@ class LatencyBoundedSpace(ConstrainedSpace):
         in_channels, num_classes, input_size: the data (filled by the runner, passed to ``inner``).
     """
 
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "nb201", "C": 8, "N": 1}, "table": "latency_table.json", "max_ms": 0.5}
+
     def __init__(
         self,
         inner: dict[str, Any],
@@ -51,19 +54,15 @@ class LatencyBoundedSpace(ConstrainedSpace):
         num_classes: PositiveInt | None = None,
         input_size: tuple[PositiveInt, PositiveInt] | None = None,
     ) -> None:
-        options = dict(inner)
-        name = options.pop("type", None)
-        if not isinstance(name, str):
-            raise ConfigError("latency_bounded: `inner` needs `type`, the registered name of the constrained space")
         data = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
         context = {key: value for key, value in data.items() if value is not None}
-        space = registry.create("space", name, options, context=context, where="latency_bounded.inner")
+        space = registry.create_inner("space", inner, context=context, where="latency_bounded.inner")
         self.latency_model = LatencyModel.load(table, cost_model)
         self.max_ms = float(max_ms)
         fastest = self.latency_model.table.fastest_arch(space.choices())
         if self.latency_model.predict(fastest) > self.max_ms:
             raise ConfigError(
-                f"latency_bounded: no arch of {name!r} fits max_ms={self.max_ms:g}: the fastest by "
+                f"latency_bounded: no arch of {inner['type']!r} fits max_ms={self.max_ms:g}: the fastest by "
                 f"{self.latency_model.source} is predicted at {self.latency_model.predict(fastest):.3f} ms"
             )
         super().__init__(space, self.fast_enough, f"the latency bound of {self.max_ms:g} ms ({self.latency_model.source})")

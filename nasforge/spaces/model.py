@@ -17,9 +17,7 @@ mutables of its own (:mod:`nasforge.mutables`).
 from __future__ import annotations
 
 import inspect
-import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
@@ -50,15 +48,7 @@ class ConvertSettings(BaseModel):
 def build_user_model(factory: str, options: dict[str, Any], context: dict[str, Any]) -> nn.Module:
     """Import ``factory`` (module paths resolve from the working directory too) and call it with
     ``options`` plus the ``context`` values its signature accepts."""
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        function = load_factory(factory)
-    finally:
-        if added:
-            sys.path.remove(cwd)
+    function = load_factory(factory)
     parameters = inspect.signature(function).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     kwargs = {k: v for k, v in context.items() if v is not None and (takes_any or k in parameters) and k not in options}
@@ -83,6 +73,9 @@ class UserModelSpace(ModelSpace):
         in_channels, num_classes, input_size: filled in from the data; passed to the factory
             where it takes them, and used to read the shapes the converter must keep.
     """
+
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"factory": "examples/usability_resnet.py:resnet", "convert": {"rule": "conv3x3", "candidates": ["sep_conv_3x3", "conv5x5"]}}
 
     def __init__(
         self,

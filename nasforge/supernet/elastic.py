@@ -42,14 +42,16 @@ from torch.nn.utils import skip_init
 
 from nasforge.core.arch import Choice, Value
 from nasforge.mutables import (
+    BatchNorm2d,
+    Mixable,
+    Mutable,
     MutableSupernet,
     Repeat,
     ValueChoice,
-    _filled,
-    _Mutable,
-    _ValueLayer,
+    ValueLayer,
     activate,
     collect_choices,
+    filled,
 )
 
 __all__ = [
@@ -134,7 +136,7 @@ def _elastic(*values: object) -> list[ValueChoice | WidthChoice]:
     return [v for v in values if isinstance(v, (ValueChoice, WidthChoice))]
 
 
-class ElasticConv2d(nn.Conv2d, _ValueLayer):
+class ElasticConv2d(nn.Conv2d, ValueLayer):
     """A convolution with elastic kernel size, input and output channels ("same" padding).
 
     Args:
@@ -230,7 +232,7 @@ class ElasticConv2d(nn.Conv2d, _ValueLayer):
         weight, bias, k = self.active_weight(), self._bias(), self.active_kernel()
         c_in, c_out = _channels(self.in_choice), _channels(self.out_choice)
         conv = skip_init(nn.Conv2d, c_in, c_out, k, self.stride, k // 2, groups=c_in if self.depthwise else 1, bias=bias is not None)
-        return _filled(conv, {"weight": weight, "bias": bias}, self.training)
+        return filled(conv, {"weight": weight, "bias": bias}, self.training)
 
     # -- channel sorting ---------------------------------------------------------------------------
 
@@ -251,37 +253,25 @@ class ElasticConv2d(nn.Conv2d, _ValueLayer):
                 self.weight.copy_(self.weight[:, order])
 
 
-class ElasticBatchNorm2d(nn.BatchNorm2d, _ValueLayer):
+class ElasticBatchNorm2d(BatchNorm2d):
     """Batch norm over an elastic width: affine parameters and running statistics are the leading
     slice of the largest width's, updated in place (so every width keeps its own statistics of
-    the channels it shares with the others)."""
+    the channels it shares with the others); :class:`~nasforge.mutables.BatchNorm2d` taking a
+    :class:`WidthChoice` too, with a weighted mode."""
 
     def __init__(self, num_features: Width, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
         super().__init__(_max_channels(num_features), eps, momentum)
-        self.features_choice = num_features
+        self.features_choice = num_features  # type: ignore[assignment]
         self.width_mix: Tensor | None = None  # weighted mode: one weight per width candidate
 
     def value_choices(self) -> list[ValueChoice | WidthChoice]:  # type: ignore[override]
         return _elastic(self.features_choice)
 
-    def _slices(self) -> dict[str, Tensor]:
-        c = _channels(self.features_choice)
-        return {
-            "weight": self.weight[:c],
-            "bias": self.bias[:c],
-            "running_mean": self.running_mean[:c],  # type: ignore[index]
-            "running_var": self.running_var[:c],  # type: ignore[index]
-            "num_batches_tracked": self.num_batches_tracked,  # type: ignore[dict-item]
-        }
+    def channels(self) -> int:
+        return _channels(self.features_choice)
 
     def forward(self, x: Tensor) -> Tensor:
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training:
-            self.num_batches_tracked.add_(1)  # type: ignore[union-attr,operator]
-            if self.momentum is None:  # a cumulative average (batch-norm recalibration)
-                factor = 1.0 / float(self.num_batches_tracked)  # type: ignore[arg-type]
-        s = self._slices()
-        y = F.batch_norm(x, s["running_mean"], s["running_var"], s["weight"], s["bias"], self.training, factor, self.eps)
+        y = super().forward(x)
         if self.width_mix is None:
             return y
         assert isinstance(self.features_choice, (ValueChoice, WidthChoice))
@@ -300,10 +290,6 @@ class ElasticBatchNorm2d(nn.BatchNorm2d, _ValueLayer):
         if isinstance(self.features_choice, (ValueChoice, WidthChoice)):
             self.width_mix = weights.get(self.features_choice.label)
 
-    def frozen(self, memo: dict[int, object]) -> nn.Module:
-        bn = skip_init(nn.BatchNorm2d, _channels(self.features_choice), self.eps, self.momentum)
-        return _filled(bn, self._slices(), self.training)
-
     def channel_importance(self, width: Width) -> Tensor | None:
         return None
 
@@ -315,7 +301,7 @@ class ElasticBatchNorm2d(nn.BatchNorm2d, _ValueLayer):
                 tensor.copy_(tensor[order])  # type: ignore[index]
 
 
-class ElasticSequential(nn.Module, _Mutable):
+class ElasticSequential(nn.Module, Mutable):
     """Elastic depth (ModularNAS' sequential group): the first ``depth`` of ``blocks`` run.
 
     Args:
@@ -365,18 +351,23 @@ class ElasticSupernet(MutableSupernet):
     *weighted* mode for methods that mix candidates by differentiable weights (e.g. SGNAS'
     architecture generator): every layer runs at its largest, kernels are the weighted sum of
     the candidates' (zero-padded) kernels, widths mask the channels beyond each candidate, depths
-    sum the outputs after each candidate depth (FBNetV2-style superposition). With one-hot
+    sum the outputs after each candidate depth (FBNetV2-style superposition); op choices
+    (LayerChoice, InputChoice, e.g. of a converted model) mix as in any supernet. With one-hot
     weights it computes the single path, except that a squeeze-excite's reduced width stays at
-    its largest.
+    its largest. :meth:`~nasforge.mutables.ModelSpace.supernet` builds one for any model
+    holding elastic layers.
     """
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__(network)
         self._largest = {name: max(choice.candidates) for name, choice in collect_choices(network).items()}  # type: ignore[type-var]
-        self._mixing = [m for m in network.modules() if isinstance(m, (ElasticConv2d, ElasticBatchNorm2d, ElasticSequential))]
+        self._mixing = [m for m in network.modules() if isinstance(m, Mixable)]
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
+        """Every layer at its largest, elastic ones mixed by ``weights``, and the network's
+        LayerChoices and InputChoices (a converted model's op choices) mixed as in any supernet."""
         activate(self.network, self._largest)
+        super().set_weights(weights)
         for module in self._mixing:
             module.mix(weights)
 

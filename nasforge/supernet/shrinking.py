@@ -26,7 +26,7 @@ from typing import Annotated, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
-from torch import Tensor, nn
+from torch import Tensor
 
 from nasforge.core.arch import Arch, Value
 from nasforge.core.errors import ConfigError
@@ -223,7 +223,7 @@ class ShrinkingTrainer(SupernetTrainer):
         self.sampler = rule
         self.kd_ratio = kd_ratio
 
-    def _lr(self, n_train: int) -> float:
+    def learning_rate(self, n_train: int) -> float:
         """Cosine from the stage's peak to 0 over the stage."""
         per_epoch = self.steps_per_epoch(n_train)
         index = self.plan.stage_at(self.step // per_epoch)
@@ -232,14 +232,8 @@ class ShrinkingTrainer(SupernetTrainer):
         total = stage.epochs * per_epoch
         return 0.5 * self.settings.lr * stage.lr_scale * (1.0 + math.cos(math.pi * min(position, total) / total))
 
-    def _train_step(self, train: tuple[Tensor, Tensor], paths: Sequence[Arch]) -> float:
-        """One optimiser step on a sandwich: the first path (the largest) teaches the others."""
-        images, labels = self._minibatch(train, self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._lr(len(train[1]))
-        if not self.supernet.training:
-            self.supernet.train()
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward_paths(self, images: Tensor, labels: Tensor, paths: Sequence[Arch]) -> float:
+        """A sandwich's gradients: the first path (the largest) on the labels, teaching the others."""
         teacher: Tensor | None = None
         loss_sum = 0.0
         for arch in paths:
@@ -253,13 +247,7 @@ class ShrinkingTrainer(SupernetTrainer):
             loss_sum += loss.item()
             if teacher is None:
                 teacher = logits.detach()
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"supernet training diverged at step {self.step} (loss {loss_sum}); lower the learning rate")
-        if self.settings.grad_clip is not None:
-            nn.utils.clip_grad_norm_([p for p in self._parameters if p.grad is not None], self.settings.grad_clip)
-        self.optimizer.step()
-        self.step += 1
-        return loss_sum / len(paths)
+        return loss_sum
 
     def train_epoch(self, train: tuple[Tensor, Tensor]) -> float:
         """One epoch of its stage; a stage's first epoch resets momentum and, when it opens
@@ -272,6 +260,6 @@ class ShrinkingTrainer(SupernetTrainer):
         allowed = self.plan.opened(index)
         rng = np.random.default_rng(derive_seed(self.seed, "paths", self.epochs_done))
         steps = self.steps_per_epoch(len(train[1]))
-        losses = [self._train_step(train, self.sampler.sandwich(allowed, rng)) for _ in range(steps)]
+        losses = [self.train_step(train, self.sampler.sandwich(allowed, rng)) for _ in range(steps)]
         self.epochs_done += 1
         return float(np.mean(losses))

@@ -106,6 +106,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterator[Tensor]) -> None:
 class SupernetTrainer:
     """Trains a supernet's shared weights under a rule and scores paths with them.
 
+    Subclasses change how it trains by overriding :meth:`learning_rate` (the schedule),
+    :meth:`backward_paths` (the loss of a step's paths) and :meth:`train_epoch` (which paths
+    each step trains); :meth:`minibatch` gives the training stream.
+
     Args:
         supernet: the weight-sharing network (moved to ``device``).
         space: the space whose archs the supernet runs (the rules sample from it).
@@ -162,7 +166,8 @@ class SupernetTrainer:
             )
         return steps
 
-    def _minibatch(self, train: tuple[Tensor, Tensor], step: int) -> tuple[Tensor, Tensor]:
+    def minibatch(self, train: tuple[Tensor, Tensor], step: int) -> tuple[Tensor, Tensor]:
+        """Minibatch ``step`` of the training stream (epoch ``e`` in a permutation from ``(seed, e)``)."""
         images, labels = train
         per_epoch = self.steps_per_epoch(len(labels))
         epoch, position = divmod(step, per_epoch)
@@ -171,20 +176,19 @@ class SupernetTrainer:
         index = self._order[1][position * self.settings.batch_size : (position + 1) * self.settings.batch_size]
         return images[index], labels[index]
 
-    def _lr(self, n_train: int) -> float:
+    def learning_rate(self, n_train: int) -> float:
+        """The learning rate of the next step (:attr:`step`); subclasses override it to change
+        the schedule. Here: cosine from ``lr`` to 0 over ``epochs``, constant for rules that
+        train the asked archs (ENAS)."""
         total = self.settings.epochs * self.steps_per_epoch(n_train)
         if self.rule.trains_asked_archs or total == 0:
             return self.settings.lr
         return 0.5 * self.settings.lr * (1.0 + math.cos(math.pi * min(self.step, total) / total))
 
-    def _train_step(self, train: tuple[Tensor, Tensor], paths: Sequence[Arch]) -> float:
-        """One optimiser step: the gradients of every path on one minibatch, summed."""
-        images, labels = self._minibatch(train, self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._lr(len(train[1]))
-        if not self.supernet.training:  # train() walks every module: only when needed
-            self.supernet.train()
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward_paths(self, images: Tensor, labels: Tensor, paths: Sequence[Arch]) -> float:
+        """Forward and backward every path of one step on one minibatch, accumulating their
+        gradients; returns the summed loss. Subclasses override it to change the per-path loss
+        (:class:`~nasforge.supernet.shrinking.ShrinkingTrainer` distils from the first path)."""
         loss_sum = 0.0
         inputs, targets = self.criterion.prepare(images, labels)
         for arch in paths:
@@ -192,6 +196,18 @@ class SupernetTrainer:
             loss = self.criterion(self.supernet(inputs), targets)
             loss.backward()
             loss_sum += loss.item()
+        return loss_sum
+
+    def train_step(self, train: tuple[Tensor, Tensor], paths: Sequence[Arch]) -> float:
+        """One optimiser step on the next minibatch: :meth:`learning_rate`, then the gradients of
+        :meth:`backward_paths`, clipped; returns the mean loss per path."""
+        images, labels = self.minibatch(train, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(len(train[1]))
+        if not self.supernet.training:  # train() walks every module: only when needed
+            self.supernet.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = self.backward_paths(images, labels, paths)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"supernet training diverged at step {self.step} (loss {loss_sum}); lower the learning rate"
@@ -207,13 +223,13 @@ class SupernetTrainer:
         """One more epoch of rule-sampled training; returns the mean loss per path."""
         per_epoch = self.steps_per_epoch(len(train[1]))
         rng = np.random.default_rng(derive_seed(self.seed, "paths", self.epochs_done))
-        losses = [self._train_step(train, self.rule.paths(self.space, rng)) for _ in range(per_epoch)]
+        losses = [self.train_step(train, self.rule.paths(self.space, rng)) for _ in range(per_epoch)]
         self.epochs_done += 1
         return float(np.mean(losses))
 
     def train_arch(self, arch: Arch, train: tuple[Tensor, Tensor], steps: int) -> float:
         """``steps`` optimiser steps on ``arch`` alone, continuing the stream (ENAS)."""
-        losses = [self._train_step(train, [arch]) for _ in range(steps)]
+        losses = [self.train_step(train, [arch]) for _ in range(steps)]
         self.archs_trained += 1
         return float(np.mean(losses))
 

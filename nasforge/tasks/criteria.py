@@ -20,18 +20,24 @@ criterion_options: {...}}`` selects them:
   with ``temperature`` 4 and ``alpha`` 0.9; the training loop passes the teacher.
 - ``mixup``: MixUp (Zhang et al. 2018), ``alpha`` 0.2: inputs and targets mixed with a
   Beta(alpha, alpha) weight and a shuffled copy of the batch.
+
+Or a user's own loss, named by its import path (:data:`UserFunction`, ``"package.module:function"``
+or ``"path/to/file.py:function"``): ``function(outputs, labels, **criterion_options)`` returning a
+scalar tensor (:class:`UserCriterion`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nasforge.core.errors import ConfigError
+from nasforge.tasks.datasets import load_factory
 
 __all__ = [
     "Criterion",
@@ -40,6 +46,8 @@ __all__ = [
     "TripletLoss",
     "KnowledgeDistillation",
     "MixUp",
+    "UserCriterion",
+    "UserFunction",
     "kd_loss",
     "mixup_batch",
     "CRITERIA",
@@ -48,6 +56,8 @@ __all__ = [
 ]
 
 CriterionName = Literal["cross_entropy", "label_smoothing", "focal", "triplet", "kd", "mixup"]
+#: A user's function by import path: ``"package.module:function"`` or ``"path/to/file.py:function"``.
+UserFunction = Annotated[str, Field(pattern=r"^.+:[A-Za-z_]\w*$")]
 
 
 class Criterion(nn.Module):
@@ -187,6 +197,24 @@ class MixUp(Criterion):
         return lam * F.cross_entropy(outputs, labels) + (1.0 - lam) * F.cross_entropy(outputs, others)
 
 
+class UserCriterion(Criterion):
+    """A user's loss function, imported from ``path`` (:data:`UserFunction`):
+    ``function(outputs, labels, **options)`` must return a scalar tensor."""
+
+    def __init__(self, path: str, **options: Any) -> None:
+        super().__init__()
+        self.path = path
+        self.function = load_factory(path, what="criterion")
+        self.options = options
+
+    def forward(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        loss = self.function(outputs, targets, **self.options)
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ConfigError(f"criterion {self.path!r} must return a scalar tensor (the mean loss), got {shape}")
+        return loss
+
+
 def _label_smoothing(smoothing: float = 0.1) -> CrossEntropy:
     return CrossEntropy(label_smoothing=smoothing)
 
@@ -205,17 +233,26 @@ CRITERIA: dict[str, Callable[..., Criterion]] = {
 def make_criterion(
     name: str, options: Mapping[str, Any] | None = None, *, teacher: nn.Module | None = None
 ) -> Criterion:
-    """The criterion ``name`` with ``options``; ``kd`` also needs the ``teacher`` network.
+    """The criterion ``name`` (or a user's, by import path) with ``options``; ``kd`` also needs
+    the ``teacher`` network.
 
     Raises:
-        ConfigError: an unknown name, an unknown or out-of-range option, or ``kd`` without a teacher.
+        ConfigError: an unknown name, an unknown or out-of-range option, ``kd`` without a
+            teacher, or a user's function that cannot be imported.
     """
-    if name not in CRITERIA:
-        raise ConfigError(f"unknown criterion {name!r}; allowed: {', '.join(CRITERIA)}")
     options = dict(options or {})
+    if ":" in name:
+        return UserCriterion(name, **options)
+    if name not in CRITERIA:
+        raise ConfigError(
+            f"unknown criterion {name!r}; allowed: {', '.join(CRITERIA)}, or a function 'package.module:function'"
+        )
     if name == "kd":
         if teacher is None:
-            raise ConfigError("criterion 'kd' distils from a teacher network; pass the teacher to the training loop")
+            raise ConfigError(
+                "criterion 'kd' distils from a teacher network: set `criterion_options: {teacher: MODEL_FOLDER}` "
+                "(a folder written by `nasforge train`), or pass the teacher to the training loop"
+            )
         options["teacher"] = teacher
     try:
         return CRITERIA[name](**options)

@@ -399,20 +399,26 @@ class Cifar100(_CifarSource):
     )
 
 
-def load_factory(spec: str) -> Callable[..., Any]:
-    """The function named by ``"package.module:function"`` or ``"path/to/file.py:function"``.
+def load_factory(spec: str, what: str = "factory") -> Callable[..., Any]:
+    """The function named by ``"package.module:function"`` or ``"path/to/file.py:function"``;
+    module paths resolve from the working directory too (as ``python -m`` would). ``what`` names
+    the option in error messages (``factory``, ``criterion``, ``metric``).
 
     Raises:
         ConfigError: the spec is malformed, or its module or function cannot be loaded.
     """
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not module_part or not attr:
-        raise ConfigError(f"factory {spec!r} must look like 'package.module:function' or 'path/to/file.py:function'")
+        raise ConfigError(f"{what} {spec!r} must look like 'package.module:function' or 'path/to/file.py:function'")
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
             path = Path(module_part).resolve()
             if not path.is_file():
-                raise ConfigError(f"factory {spec!r}: file {path} does not exist")
+                raise ConfigError(f"{what} {spec!r}: file {path} does not exist")
             name = f"nasforge_factory_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
             module_spec = importlib.util.spec_from_file_location(name, path)
             assert module_spec is not None and module_spec.loader is not None
@@ -424,10 +430,13 @@ def load_factory(spec: str) -> Callable[..., Any]:
     except ConfigError:
         raise
     except Exception as exc:  # any import-time failure of user code
-        raise ConfigError(f"factory {spec!r}: cannot import {module_part}: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"{what} {spec!r}: cannot import {module_part}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
     function = getattr(module, attr, None)
     if not callable(function):
-        raise ConfigError(f"factory {spec!r}: {module_part} has no function {attr!r}")
+        raise ConfigError(f"{what} {spec!r}: {module_part} has no function {attr!r}")
     return function
 
 
@@ -477,6 +486,9 @@ class CustomDataset(ImageSource):
 
     (Subclass :class:`~nasforge.tasks.data.DatasetSource` directly to return any ``Dataset``.)
     """
+
+    #: Values for the required options that `nasforge gen-config` writes as a template.
+    example_options: ClassVar[dict[str, Any]] = {"factory": "my_data.py:datasets"}
 
     name = "custom"
 

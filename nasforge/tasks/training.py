@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import (
@@ -35,9 +35,21 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorD
 
 from nasforge.core.errors import ConfigError
 from nasforge.tasks.augment import AugmentPolicy, augment_batch
-from nasforge.tasks.criteria import Criterion, CriterionName, make_criterion
+from nasforge.tasks.criteria import Criterion, CriterionName, UserFunction, make_criterion
+from nasforge.tasks.datasets import load_factory
 
-__all__ = ["TrainSettings", "TrainReport", "train_model", "evaluate", "seeded", "Momentum", "UnitFraction"]
+__all__ = [
+    "TrainSettings",
+    "TrainReport",
+    "Evaluation",
+    "Metric",
+    "train_model",
+    "evaluate",
+    "evaluate_model",
+    "seeded",
+    "Momentum",
+    "UnitFraction",
+]
 
 #: Momentum of SGD: 0 (none) up to, not including, 1.
 Momentum = Annotated[float, Field(ge=0, lt=1)]
@@ -46,6 +58,8 @@ UnitFraction = Annotated[float, Field(ge=0, lt=1)]
 
 #: ``progress(epoch, n_epochs, metrics)`` is called after every epoch (epochs count from 1).
 Progress = Callable[[int, int, dict[str, float]], None]
+#: A user's metric: ``metric(outputs, labels)`` of a whole evaluation set, a number, higher is better.
+Metric = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
 class TrainSettings(BaseModel):
@@ -69,9 +83,15 @@ class TrainSettings(BaseModel):
         augment: augmentation of each training batch (``none``, ``flip``, ``crop``,
             ``crop_flip``; see :mod:`nasforge.tasks.augment`).
         criterion: the training loss (:mod:`nasforge.tasks.criteria`): ``cross_entropy`` (with
-            ``label_smoothing``), ``label_smoothing``, ``focal``, ``triplet``, ``kd`` (the
-            training loop is given the teacher), ``mixup``.
-        criterion_options: the criterion's options, e.g. ``{gamma: 2}`` for ``focal``.
+            ``label_smoothing``), ``label_smoothing``, ``focal``, ``triplet``, ``kd``, ``mixup``,
+            or a user's ``"package.module:function"`` (``function(outputs, labels, **options)``
+            returning the mean loss).
+        criterion_options: the criterion's options, e.g. ``{gamma: 2}`` for ``focal``; for
+            ``kd``, ``teacher``: a model folder written by ``nasforge train`` (or the training
+            loop is given the teacher).
+        metric: a user's ``"package.module:function"``: ``function(outputs, labels)`` on the
+            whole evaluation set, a number, higher is better; reported as ``val_metric``
+            (search) or ``test_metric`` (final training) next to the accuracy.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,8 +109,9 @@ class TrainSettings(BaseModel):
     aux_weight: NonNegativeFloat = 0.4
     drop_path_prob: UnitFraction = 0.0
     augment: AugmentPolicy = "none"
-    criterion: CriterionName = "cross_entropy"
-    criterion_options: dict[str, float] = Field(default_factory=dict)
+    criterion: CriterionName | UserFunction = "cross_entropy"
+    criterion_options: dict[str, float | str] = Field(default_factory=dict)
+    metric: UserFunction | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:
@@ -100,6 +121,7 @@ class TrainSettings(BaseModel):
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be fewer than epochs={self.epochs}")
         try:
             make_criterion(self.criterion, self.criterion_options, teacher=nn.Identity())
+            self.make_metric()
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -111,6 +133,10 @@ class TrainSettings(BaseModel):
         if self.criterion == "cross_entropy":
             options.setdefault("label_smoothing", self.label_smoothing)
         return make_criterion(self.criterion, options, teacher=teacher)
+
+    def make_metric(self) -> Metric | None:
+        """The user's metric function (imported), or None without one."""
+        return None if self.metric is None else load_factory(self.metric, what="metric")
 
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:
         """Learning rate of optimiser step ``step`` (from 0): linear warm-up, then cosine to 0."""
@@ -130,6 +156,7 @@ class TrainReport:
         train_acc: training accuracy of each epoch, in percent, measured on the fly.
         eval_acc: accuracy on ``eval_set`` after training, in percent (None without one).
         eval_loss: mean cross-entropy on ``eval_set`` after training (None without one).
+        eval_metric: the settings' ``metric`` on ``eval_set`` (None without either).
         seconds: wall-clock time of training and evaluation.
         epochs: epochs trained.
     """
@@ -138,6 +165,7 @@ class TrainReport:
     train_acc: list[float] = field(default_factory=list)
     eval_acc: float | None = None
     eval_loss: float | None = None
+    eval_metric: float | None = None
     seconds: float = 0.0
     epochs: int = 0
 
@@ -297,17 +325,32 @@ def train_model(
             if progress is not None:
                 progress(epoch, settings.epochs, {"train_loss": mean_loss, "train_acc": report.train_acc[-1]})
     if eval_set is not None:
-        report.eval_acc, report.eval_loss = evaluate(
-            model, eval_set, batch_size=settings.eval_batch_size, device=device
+        scores = evaluate_model(
+            model, eval_set, batch_size=settings.eval_batch_size, device=device, metric=settings.make_metric()
         )
+        report.eval_acc, report.eval_loss, report.eval_metric = scores.acc, scores.loss, scores.metric
     report.seconds = time.perf_counter() - start
     return report
 
 
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: str = "cpu") -> tuple[float, float]:
-    """Accuracy (percent) and mean cross-entropy of ``model`` on ``dataset``, in eval mode.
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's scores on a dataset: accuracy (percent), mean cross-entropy, and a user's
+    metric (None without one)."""
 
-    The model's train/eval mode is restored afterwards.
+    acc: float
+    loss: float
+    metric: float | None = None
+
+
+def evaluate_model(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: str = "cpu", metric: Metric | None = None
+) -> Evaluation:
+    """Score ``model`` on ``dataset`` in eval mode, in one pass; ``metric`` is called once on all
+    the outputs and labels. The model's train/eval mode is restored afterwards.
+
+    Raises:
+        ConfigError: ``metric`` returned something that is not a number.
     """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError("cannot evaluate on an empty dataset")
@@ -316,6 +359,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
             for images, labels in _batches(_on_device(dataset, device), batch_size, generator=None, device=device):
@@ -323,6 +367,21 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
                 loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
                 correct += (logits.argmax(dim=1) == labels).sum()
                 seen += len(labels)
+                if metric is not None:
+                    kept.append((logits, labels))
+            value = None if metric is None else metric(torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
     finally:
         model.train(was_training)
-    return 100.0 * correct.item() / seen, loss_sum.item() / seen
+    try:
+        score = None if value is None else float(value)
+    except (TypeError, ValueError):
+        name = getattr(metric, "__name__", repr(metric))
+        raise ConfigError(f"metric {name!r} must return a number, got {type(value).__name__}") from None
+    return Evaluation(100.0 * correct.item() / seen, loss_sum.item() / seen, score)
+
+
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: str = "cpu") -> tuple[float, float]:
+    """Accuracy (percent) and mean cross-entropy of ``model`` on ``dataset``, in eval mode
+    (:func:`evaluate_model` without a metric)."""
+    scores = evaluate_model(model, dataset, batch_size=batch_size, device=device)
+    return scores.acc, scores.loss
