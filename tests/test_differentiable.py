@@ -363,11 +363,11 @@ def test_pdarts_deepens_the_supernet_and_drops_the_weakest_ops_per_stage() -> No
     assert estimator.supernet is first and pd.stage == 0
     before = pd.edge_weights()
     assert pd.weight_schedule() == (0, 2)  # the weights' cosine restarts with each stage
-    estimator.update(ctx)  # stage 2: 2 cells, fresh weights, 3 ops per edge, none dropped first
+    estimator.update(ctx)  # stage 2: 2 cells, fresh weights, the 3 strongest ops per edge (none too)
     assert estimator.optimizer.param_groups[0]["lr"] == estimator.lr  # type: ignore[union-attr]
     assert pd.stage == 1 and len(estimator.supernet.network.cells) == 2  # type: ignore[union-attr]
     for name, kept in pd.kept.items():
-        ranked = sorted(range(1, 8), key=lambda i: -float(before[name][i]))
+        ranked = sorted(range(8), key=lambda i: -float(before[name][i]))
         assert kept == sorted(ranked[:3]), name
     assert all(len(w.nonzero()) == 3 for w in pd.weights("weights").values())
     assert pd.paths() == pd.kept
@@ -703,3 +703,18 @@ def test_cell_dot_names_the_input_and_output_nodes() -> None:
     assert darts.count('-> "normal.out" [style=dashed]') == 4  # the four intermediate nodes, concatenated
     nb201 = cell_dot(NB201Space().parse("|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|none~2|"))
     assert 'label="input"' in nb201 and 'label="output"' in nb201
+
+
+def test_pdarts_keeps_none_while_it_is_among_the_strongest() -> None:
+    """The paper's code drops ``none`` only in the final derivation, not between stages."""
+    space = _tiny_darts()
+    pd = strategy("pdarts", space, **PDARTS_OPTIONS)
+    assert isinstance(pd, PDARTS)
+    with torch.no_grad():
+        for name, alpha in pd.alphas.items():
+            alpha.zero_()
+            alpha[pd.edges[name].candidates.index("none")] = 5.0
+    pd.epoch = pd.stage_epochs  # the start of stage 2
+    pd._advance()
+    assert all(pd.edges[name].candidates.index("none") in kept for name, kept in pd.kept.items())
+    assert "none" not in pd.ask().values()  # derivation still excludes it

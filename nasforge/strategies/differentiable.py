@@ -333,7 +333,8 @@ class PDARTS(DARTS):
     searches a supernet of ``layers[s]`` cells (``space.supernet(layers=...)``, fresh weights;
     DARTS spaces) with fresh alphas and a fresh Adam. Search-space approximation: at the start
     of stage ``s > 0`` each edge keeps its ``keep[s - 1]`` candidates of highest softmax weight
-    in the stage before (``none`` ranked last before the final stage, as in the paper's code);
+    in the stage before (``none`` competes like any op; only the final derivation excludes it,
+    as in the paper's code);
     the others never run again. Dropout of rate ``dropout[s]`` follows every ``skip_connect``
     while training, decaying as in the paper's code: linearly over the stage during the first
     ``warmup`` epochs (weights only, no architecture step), then by ``exp(-0.2 * epochs since
@@ -387,10 +388,8 @@ class PDARTS(DARTS):
         """Enter the current epoch's stage: drop the weakest candidates, fresh alphas and Adam."""
         while self.stage < self._stage_of(self.epoch):
             weights = self.edge_weights()
-            last = self.stage + 1 == len(self.layers) - 1
             for name, indices in self.kept.items():
-                none = [i for i in indices if self.edges[name].candidates[i] == "none"] if last else []
-                ranked = sorted(indices, key=lambda i: (i not in none, float(weights[name][i])), reverse=True)
+                ranked = sorted(indices, key=lambda i: float(weights[name][i]), reverse=True)
                 self.kept[name] = sorted(ranked[: self.keep[self.stage]])
             self.stage += 1
             with torch.no_grad():
