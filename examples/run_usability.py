@@ -25,7 +25,7 @@ SETUPS = {"a": "usability_a_random.yaml", "b": "usability_b_proxyless.yaml", "c"
 #: Overrides of ``--quick``: a few hundred images and a handful of cheap trials.
 QUICK = {
     "a": ["data.train_limit=200", "estimator.epochs=1", "budget.trials=2"],
-    "b": ["data.train_limit=300", "strategy.epochs=1", "estimator.bn_batches=1", "budget.trials=2"],
+    "b": ["data.train_limit=300", "strategy.epochs=1", "strategy.warmup=0", "estimator.bn_batches=1", "budget.trials=2"],
     "c": ["data.train_limit=200", "estimator.stages=[{elastic: none, epochs: 1}, {elastic: width, epochs: 1}]", "estimator.bn_batches=1", "budget.trials=3"],
 }
 

@@ -474,7 +474,12 @@ def cmd_costmodel(args: argparse.Namespace) -> int:
     if not args.model_file:
         raise ConfigError("costmodel eval needs the fitted model file: nasforge costmodel eval MODEL.pkl")
     fitted = FittedCostModel.load(args.model_file)
-    archs, measured = measure_children(fitted.space(), fitted.table, args.archs, seed=args.seed + 1, repeats=args.repeats)
+    if not fitted.fit_archs:
+        console.print(f"note: {args.model_file} does not record its training archs (saved by an older nasforge); "
+                      "some evaluation children may be among them")
+    archs, measured = measure_children(
+        fitted.space(), fitted.table, args.archs, seed=args.seed + 1, repeats=args.repeats, exclude=fitted.fit_archs
+    )
     naive = np.array([fitted.table.predict(a) for a in archs])
     report = Table(title=f"{fitted.name} vs the table's naive sum on {len(archs)} held-out children")
     for column in ("model", "RMSE ms", "Spearman", "within ±10%"):

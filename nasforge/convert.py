@@ -248,6 +248,19 @@ def _probe(model: nn.Module, modules: Mapping[str, nn.Module], input_shape: Sequ
     return shapes
 
 
+def _keeps_size(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` keeps H x W (up to its stride) as the op candidates do: odd kernel, padding
+    ``dilation * (kernel - 1) / 2`` (or ``'same'``). Only then do its channels and stride alone
+    tell the shapes a replacement must keep."""
+    if conv.padding == "same":
+        return True
+    padding = (0, 0) if conv.padding == "valid" else conv.padding
+    return all(
+        k % 2 == 1 and p == d * (k - 1) // 2
+        for k, p, d in zip(conv.kernel_size, padding, conv.dilation, strict=True)
+    )
+
+
 def _io(path: str, module: nn.Module, probed: Mapping[str, tuple[Shape, Shape]]) -> tuple[int, int, int]:
     """``(in channels, out channels, stride)`` a replacement of ``module`` must keep."""
     if path in probed:
@@ -259,7 +272,7 @@ def _io(path: str, module: nn.Module, probed: Mapping[str, tuple[Shape, Shape]])
         return shape_in[1], shape_out[1], max(1, round(shape_in[2] / shape_out[2]))
     if isinstance(module, Slot):
         return module.in_channels, module.out_channels, module.stride
-    if isinstance(module, nn.Conv2d) and module.stride[0] == module.stride[1]:
+    if isinstance(module, nn.Conv2d) and module.stride[0] == module.stride[1] and _keeps_size(module):
         return module.in_channels, module.out_channels, int(module.stride[0])
     raise ConfigError(
         f"cannot tell the shape of {path!r} ({type(module).__name__}); pass input_shape (C, H, W) so the "

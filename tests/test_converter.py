@@ -184,6 +184,21 @@ def test_bad_candidates_are_refused_by_name() -> None:
         convert(_resnet(), "BasicBlock", ["conv3x3"], width=[0.5])
 
 
+def test_without_input_shape_only_convs_that_keep_the_size_are_read_from_their_settings() -> None:
+    """A conv whose padding shrinks H x W cannot be replaced by a candidate (they keep it) on its
+    channels and stride alone; the converter asks for input_shape instead of changing shapes."""
+    shrinking = nn.Sequential(nn.Conv2d(3, 8, 3, padding=0), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    with pytest.raises(ConfigError, match=r"cannot tell the shape of '0' \(Conv2d\); pass input_shape"):
+        convert(shrinking, "conv3x3", ["conv3x3", "skip_connect"])
+    keeping = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding="same"), nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.Conv2d(8, 8, 5, stride=2, padding=2),
+    )
+    space = convert(keeping, {"type": "Conv2d"}, ["conv3x3"])
+    child = space.build(_all(space, "conv3x3"))
+    assert child(torch.zeros(2, 3, 8, 8)).shape == keeping(torch.zeros(2, 3, 8, 8)).shape == (2, 8, 4, 4)
+
+
 # -- handlers ----------------------------------------------------------------------------------
 
 
@@ -354,6 +369,39 @@ def test_bad_factories_and_settings_say_what_is_wrong(tmp_path: Path, monkeypatc
     )
     monkeypatch.chdir(tmp_path)  # a module path importable from the working directory
     build({"factory": "userpkg.nets:net", "options": {"width": 6}, "convert": {"rule": "conv3x3", "candidates": ["conv5x5"]}})
+
+
+def test_a_type_error_inside_the_factory_is_not_blamed_on_the_options(tmp_path: Path) -> None:
+    from nasforge.spaces.model import build_user_model
+
+    nets = tmp_path / "nets.py"
+    nets.write_text("from torch import nn\ndef net(width=4):\n    return nn.Conv2d(1, width, 3, padding=None + 1)\n")
+    with pytest.raises(TypeError, match="NoneType"):  # the user's bug, with its own traceback
+        build_user_model(f"{nets}:net", {}, {})
+    with pytest.raises(ConfigError, match=r"does not take the options \['depth'\]"):
+        build_user_model(f"{nets}:net", {"depth": 2}, {})
+
+
+def test_the_users_model_is_built_with_seeded_weights_whatever_the_global_rng() -> None:
+    """The same config gives the same network (and inherited children) in every run."""
+    from nasforge.spaces.model import UserModelSpace
+
+    def space(seed: int) -> UserModelSpace:
+        torch.manual_seed(seed)  # what came before in the process
+        return UserModelSpace(
+            f"{EXAMPLES / 'usability_resnet.py'}:resnet",
+            convert={"rule": "BasicBlock", "candidates": ["mbconv_e3_k3"], "inherit": True},  # type: ignore[arg-type]
+            in_channels=1,
+            num_classes=10,
+            input_size=(16, 16),
+        )
+
+    first, second = space(1), space(2)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()))
+    torch.manual_seed(3)
+    expected = torch.rand(1)
+    space(3)
+    assert torch.equal(torch.rand(1), expected)  # the caller's global stream is left as it was
 
 
 # -- the usability examples --------------------------------------------------------------------

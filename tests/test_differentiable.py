@@ -24,7 +24,7 @@ from nasforge.objectives.basic import SingleMetric
 from nasforge.runner.loop import CHECKPOINT_FILE, Budget, Runner
 from nasforge.spaces.darts import DartsSpace
 from nasforge.spaces.nb201 import NB201Space
-from nasforge.strategies.differentiable import GDAS, PCDARTS, PDARTS
+from nasforge.strategies.differentiable import GDAS, PCDARTS, PDARTS, ProxylessNAS
 from nasforge.supernet.dnas import unrolled_gradient
 from nasforge.supernet.mixed import LayerChoice, Supernet
 from nasforge.supernet.partial import PartialChannelChoice, PartialChannelOp
@@ -69,7 +69,13 @@ def synthetic_data(n: int = 512) -> DataSplits:
     return DataSplits("synthetic", data, data, data, in_channels=1, num_classes=10, input_size=(1, 10))
 
 
+#: Short test searches start searching at once (ProxylessNAS' paper default is 40 warm-up epochs).
+NO_WARMUP: dict[str, dict[str, object]] = {"proxyless": {"warmup": 0}}
+
+
 def strategy(name: str, space: SearchSpace, seed: int = 0, **options: object) -> ArchParameters:
+    if "epochs" in options:
+        options = {**NO_WARMUP.get(name, {}), **options}
     made = registry.create("strategy", name, options)
     made.setup(space, SingleMetric("val_acc"), seed=seed)
     assert isinstance(made, ArchParameters)
@@ -718,3 +724,28 @@ def test_pdarts_keeps_none_while_it_is_among_the_strongest() -> None:
     pd._advance()
     assert all(pd.edges[name].candidates.index("none") in kept for name, kept in pd.kept.items())
     assert "none" not in pd.ask().values()  # derivation still excludes it
+
+
+def test_proxyless_follows_the_papers_schedule() -> None:
+    """40 warm-up epochs of weights only, then one architecture step per 5 weight steps."""
+    space = NB201Space(C=4, N=1, in_channels=1)
+    px = strategy("proxyless", space)
+    assert isinstance(px, ProxylessNAS) and (px.epochs, px.warmup, px.arch_every) == (160, 40, 5)
+    assert not px.searching()
+    px.epoch = 40
+    assert px.searching()
+    with pytest.raises(ConfigError, match="warmup 40 must be below epochs 10"):
+        registry.create("strategy", "proxyless", {"epochs": 10})
+    fast = strategy("proxyless", space, epochs=1, arch_every=4)
+    estimator = DifferentiableSupernetEstimator(space, batch_size=16)
+    ctx = Context(space=space, data=_digits(), arch_parameters=fast)
+    steps: list[bool] = []
+    original = estimator.step
+
+    def counting(*args: object, arch_step: bool, **kwargs: object) -> float:
+        steps.append(arch_step)
+        return original(*args, arch_step=arch_step, **kwargs)  # type: ignore[arg-type]
+
+    estimator.step = counting  # type: ignore[method-assign]
+    estimator.update(ctx)
+    assert sum(steps) == len(steps) // 4

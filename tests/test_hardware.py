@@ -102,6 +102,46 @@ def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
         LatencyTable.load(tmp_path / "none.json")
 
 
+@pytest.mark.parametrize("text", ['{"device": {}, "input_sh', '{"results": [1, 2]}', "[1, 2]", '{"device": 1, "input_shape": [1], "layers": 2, "blocks": 3}'])
+def test_corrupt_or_foreign_table_is_a_config_error_naming_the_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "table.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"{path} is not a latency table"):
+        LatencyTable.load(path)
+
+
+def test_table_saves_atomically_into_a_new_folder(small_table: tuple[NB201Space, Path], tmp_path: Path) -> None:
+    table = LatencyTable.load(small_table[1])
+    path = tmp_path / "new" / "table.json"
+    table.save(path)
+    assert LatencyTable.load(path) == table and [p.name for p in path.parent.iterdir()] == ["table.json"]
+
+
+def test_whole_networks_are_measured_with_the_tables_threads(
+    small_table: tuple[NB201Space, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`profile --check` and `costmodel fit|eval` time whole networks as the table's blocks were."""
+    import nasforge.hardware.fitting as fitting
+    import nasforge.hardware.profile as profile
+    from nasforge.hardware.profile import pinned_threads, table_vs_measured
+
+    space, path = small_table
+    table = LatencyTable.load(path)
+    assert table.threads == 1 and LatencyTable({}, [1], [], {}).threads is None
+    pinned = []
+
+    def spy(*args: object, threads: int | None = None, **kwargs: object) -> float:
+        pinned.append(threads)
+        return 1.0
+
+    monkeypatch.setattr(profile, "measure_model", spy)
+    monkeypatch.setattr(fitting, "measure_model", spy)
+    with pinned_threads(2):  # the process runs with other threads than the table was profiled with
+        table_vs_measured(space, table, 2, warmup=1, repeats=1)
+        fitting.measure_children(space, table, 2, seed=0, warmup=1, repeats=1)
+    assert pinned == [1, 1, 1, 1]
+
+
 def test_latency_constrained_search_never_returns_an_infeasible_arch(small_table: tuple[NB201Space, Path], shared_data: Path) -> None:
     space, path = small_table
     table = LatencyTable.load(path)
@@ -133,8 +173,9 @@ def test_profile_command_writes_a_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert main([*argv[:-2], "--input-size", "3,8", "-o", str(out)]) == 2
 
 
-def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`nasforge costmodel fit` measures children and fits; `eval` compares with the naive sum."""
+def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nasforge costmodel fit` measures children and fits; `eval` compares with the naive sum on
+    children the model was not fitted on."""
     from nasforge.cli import main
     from nasforge.hardware.fitting import FittedCostModel
 
@@ -142,8 +183,10 @@ def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixtur
     space = ["--space", "nb201", "--space-options", "{C: 2, N: 1}"]
     assert main(["profile", *space, "--input-size", "1,8,8", "-o", str(table), "--repeats", "2", "--warmup", "1"]) == 0
     model = tmp_path / "cm.pkl"
-    assert main(["costmodel", "fit", *space, "--table", str(table), "--archs", "6", "--repeats", "2", "-o", str(model)]) == 0
+    fit = ["costmodel", "fit", *space, "--table", str(table), "--archs", "6", "--repeats", "2", "--seed", "1"]
+    assert main([*fit, "-o", str(model)]) == 0
     fitted = FittedCostModel.load(model)
+    assert len(set(fitted.fit_archs)) == 6
     archs = [fitted.space().sample(np.random.default_rng(i)) for i in range(3)]
     assert fitted.predict(archs).shape == (3,)
     from nasforge.hardware.latency import LatencyModel
@@ -151,8 +194,17 @@ def test_costmodel_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixtur
     latency = LatencyModel.load(cost_model=str(model))  # what with_latency / latency_bounded use
     assert latency.predict(archs[0]) == pytest.approx(float(fitted.predict(archs[:1])[0]))
     capsys.readouterr()
-    assert main(["costmodel", "eval", str(model), "--archs", "4", "--repeats", "2"]) == 0
+    evaluated: list = []
+    monkeypatch.setattr(FittedCostModel, "predict", lambda self, archs: evaluated.extend(archs) or np.ones(len(archs)))
+    # eval draws with seed + 1, here the fit's seed: the fit's archs must still be left out
+    assert main(["costmodel", "eval", str(model), "--archs", "4", "--repeats", "2", "--seed", "0"]) == 0
     assert "naive sum" in capsys.readouterr().out
+    assert len(evaluated) == 4 and not set(evaluated) & set(fitted.fit_archs)
+    del fitted.fit_archs  # a model saved before fit_archs was recorded still loads and evaluates
+    fitted.save(tmp_path / "old.pkl")
+    assert FittedCostModel.load(tmp_path / "old.pkl").fit_archs == []
+    assert main(["costmodel", "eval", str(tmp_path / "old.pkl"), "--archs", "2", "--repeats", "1"]) == 0
+    assert "does not record its training archs" in capsys.readouterr().out
     assert main(["costmodel", "eval", str(tmp_path / "missing.pkl")]) == 2
     assert main(["costmodel", "fit", "--space", "nb201"]) == 2
 
@@ -178,6 +230,41 @@ def test_constrained_space_hides_the_archs_that_break_its_predicate() -> None:
         space.parse(str(wide))
     assert space.parse(str(archs[0])) == archs[0]
     assert not hasattr(space, "supernet")  # attributes come from the inner space, absent ones stay absent
+
+
+def test_constrained_space_samples_with_the_inner_sampler_and_reports_its_size() -> None:
+    from nasforge.core.space import ConstrainedSpace
+    from nasforge.testing import ToySpace
+
+    class DeepOnly(ToySpace):
+        """Only depth-3 archs are valid; its own sampler draws them directly, its size counts them."""
+
+        draws = 0
+
+        def is_valid(self, arch: object) -> bool:
+            return int(arch["depth"]) == 3  # type: ignore[index]
+
+        def sample(self, rng: np.random.Generator) -> object:
+            DeepOnly.draws += 1
+            return super().sample(rng).with_value("depth", 3)
+
+        def size(self) -> int:
+            return 24
+
+    inner = DeepOnly()
+    space = ConstrainedSpace(inner, lambda arch: int(arch["width"]) <= 16, "width <= 16")
+    archs = [space.sample(np.random.default_rng(s)) for s in range(20)]
+    assert DeepOnly.draws >= 20 and all(int(a["width"]) <= 16 and a["depth"] == 3 for a in archs)
+    assert space.size() == inner.size() == 24  # an upper bound: the inner space's, not the choices' product (72)
+
+
+def test_constrained_space_no_arch_meets_is_a_config_error_naming_the_constraint() -> None:
+    from nasforge.core.space import ConstrainedSpace
+    from nasforge.testing import ToySpace
+
+    space = ConstrainedSpace(ToySpace(), lambda arch: False, "the latency bound of 0.1 ms")
+    with pytest.raises(ConfigError, match="meets the latency bound of 0.1 ms; loosen"):
+        space.sample(np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")
@@ -239,14 +326,16 @@ def test_a_bound_no_arch_meets_is_a_config_error(digits_table: Path) -> None:
 
 
 def test_profile_then_bounded_search_then_train_reports_predicted_and_measured_latency(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The two commands of docs/hardware.md; the final model is timed against its prediction."""
+    """The two commands of docs/hardware.md; the final model is timed against its prediction.
+    The table is named relative to the working directory; the run and its model work from any."""
     import yaml
 
     from nasforge.cli import main
 
-    table = tmp_path / "cpu.json"
+    monkeypatch.chdir(tmp_path)
+    table = Path("cpu.json")
     profile = ["profile", "--space", "nb201", "--space-options", "{C: 4, N: 1}", "--input-size", "1,8,8"]
     assert main([*profile, "-o", str(table), "--warmup", "1", "--repeats", "3"]) == 0
     loaded = LatencyTable.load(table)
@@ -269,6 +358,14 @@ def test_profile_then_bounded_search_then_train_reports_predicted_and_measured_l
     assert metrics["latency_measured_over_predicted"] == pytest.approx(
         metrics["latency_measured_ms"] / metrics["latency_predicted_ms"]
     )
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["space"]["table"] == str(tmp_path / "cpu.json")
+    model = yaml.safe_load((tmp_path / "run" / "final" / "model.yaml").read_text())
+    assert model["space"] == {"type": "nb201", "C": 4, "N": 1}  # the network, without the bound and its table
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["test", str(tmp_path / "run" / "final")]) == 0
 
 
 def test_latency_is_not_compared_for_another_input_shape(small_table: tuple[NB201Space, Path]) -> None:

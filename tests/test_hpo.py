@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,32 @@ def test_command_placeholders_are_checked_up_front(script: Path) -> None:
         registry.create("estimator", "command", {"cmd": "train --width {width}"}, context={"space": space})
     with pytest.raises(ConfigError, match="needs a group"):
         registry.create("estimator", "command", {"cmd": "train", "metric_regex": "val_acc"})
+
+
+def test_command_that_leaves_a_background_child_is_read_when_it_exits_and_the_child_is_killed(tmp_path: Path) -> None:
+    """Its output is read once the command exits (not once every holder of its output has), and
+    what it left running is killed with its session."""
+    (tmp_path / "leave.py").write_text(
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)'])\n"
+        "print(f'child={child.pid} val_acc=0.5')\n"
+    )
+    estimator = registry.create(
+        "estimator", "command", {"cmd": "{python} leave.py", "cwd": str(tmp_path), "metric_regex": "val_acc=([0-9.]+)", "timeout_s": 3}
+    )
+    start = time.perf_counter()
+    result = estimator.estimate(Arch({}), Context(space=None))  # type: ignore[arg-type]
+    assert result.metrics == {"val_acc": 0.5} and time.perf_counter() - start < 2.5
+    stat = Path(f"/proc/{result.extras['stdout_tail'].split('child=')[1].split()[0]}/stat")
+    for _ in range(40):  # killed: gone, or a zombie where nobody reaps orphans
+        if not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the command's background child is still running")
+
+
+def test_command_metric_that_is_not_a_number_names_the_command_and_metric() -> None:
+    estimator = registry.create("estimator", "command", {"cmd": "echo val_acc=1.2.3", "metric_regex": "val_acc=([0-9.]+)"})
+    with pytest.raises(CommandFailed, match=r"`echo val_acc=1.2.3` reported val_acc = '1.2.3', which is not a number"):
+        estimator.estimate(Arch({}), Context(space=None))  # type: ignore[arg-type]

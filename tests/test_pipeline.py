@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from nasforge.cli import main
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.trial import Trial
+from nasforge.hardware.profile import pinned_threads
 from nasforge.runner.loop import SearchResult
 from nasforge.runner.pipeline import DONE_FILE, PipelineConfig, load_pipeline, load_run, plan, run_pipeline
 
@@ -49,7 +51,9 @@ def write(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 def test_three_steps_run_in_order_with_references(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    assert main(["pipeline", str(write(tmp_path, TINY)), "--run-dir", str(run_dir)]) == 0
+    with pinned_threads(2):  # the steps run with threads: 1, then give the process its own back
+        assert main(["pipeline", str(write(tmp_path, TINY)), "--run-dir", str(run_dir)]) == 0
+        assert torch.get_num_threads() == 2
     done = {step: json.loads((run_dir / step / DONE_FILE).read_text()) for step in ("search", "tune", "train")}
     search, tune, train = (done[s]["outputs"] for s in ("search", "tune", "train"))
     assert search["best"].startswith("|") and Path(search["topk"]).is_file()
@@ -152,6 +156,8 @@ def test_train_step_on_a_latency_bounded_space_reports_predicted_and_measured_la
     arch = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
     steps = {"train": {"kind": "train", "space": space, "arch": arch, "train": {"epochs": 1}}}
     config = {"name": "latency", "defaults": {"threads": 1, "data": {"type": "digits", "train_limit": 200}}, "steps": steps}
-    outputs = run_pipeline(load_pipeline(write(tmp_path, config)), tmp_path / "run")
+    with pinned_threads(2):
+        outputs = run_pipeline(load_pipeline(write(tmp_path, config)), tmp_path / "run")
+        assert torch.get_num_threads() == 2  # the train step's threads: 1 ended with it
     metrics = outputs["train"]["metrics"]
     assert metrics["latency_predicted_ms"] > 0 and metrics["latency_measured_ms"] > 0

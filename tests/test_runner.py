@@ -82,6 +82,16 @@ def test_store_round_trips_infinities(tmp_path: Path) -> None:
     assert store.trials()[0].values == (float("-inf"),) and store.trials()[0].metrics["x"] == float("inf")
 
 
+
+def test_atomic_files_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    """Not mkstemp's 0600: run files, tables and model folders stay readable as the umask allows."""
+    from nasforge.core.atomic import atomic_write_bytes
+
+    (tmp_path / "plain").write_bytes(b"x")
+    atomic_write_bytes(tmp_path / "atomic", b"x")
+    assert (tmp_path / "atomic").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+
+
 # -- plugins -------------------------------------------------------------------------------------
 
 PLUGIN = '''

@@ -53,7 +53,7 @@ def measure(space_name: str, method: str, batch: int, steps: int) -> dict[str, f
     torch.set_num_threads(1)
     torch.manual_seed(0)
     space = registry.create("space", space_name, SPACES[space_name])
-    options = {"epochs": 10, "warmup": 0} if method == "pcdarts" else {"epochs": 10}
+    options = {"epochs": 10, "warmup": 0} if method in ("pcdarts", "proxyless") else {"epochs": 10}
     arch = registry.create("strategy", method, options)
     arch.setup(space, SingleMetric("val_acc"), seed=0)
     x = torch.randn(4 * batch, 3, 32, 32)

@@ -94,6 +94,8 @@ def search(method: str, seed: int, plan: dict[str, Any], data_dir: str, device: 
     options = {"epochs": plan["epochs"], **strategy_options}
     if name == "pcdarts":  # the paper's warm-up is 15 of 50 epochs: keep the share
         options["warmup"] = round(0.3 * plan["epochs"])
+    if name == "proxyless":  # the paper's code: 40 warm-up epochs, then 120 of search
+        options["warmup"] = round(0.25 * plan["epochs"])
     if name == "cdarts":  # NNI's warm-up is 2 of 32 epochs
         options["warmup"] = max(1, round(plan["epochs"] / 16))
     strategy = registry.create("strategy", name, options)

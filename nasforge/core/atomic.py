@@ -23,17 +23,31 @@ from nasforge.core.errors import CheckpointError
 __all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+#: The mode ``open()`` gives a new file, which the temporary file (0600 from mkstemp) gets too.
+#: Read once at import: changing the umask is not thread-safe.
+_NEW_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash at any moment leaves the old file or the new one.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed
     over the target (``os.replace`` is atomic on POSIX and Windows); the folder is fsynced too.
+    The file gets the mode ``open()`` would give it (0666 less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+                os.fchmod(handle.fileno(), _NEW_FILE_MODE)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

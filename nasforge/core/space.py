@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nasforge.core.arch import Arch, Choice
-from nasforge.core.errors import InvalidArchError
+from nasforge.core.errors import ConfigError, InvalidArchError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,6 +24,9 @@ __all__ = ["SearchSpace", "ConstrainedSpace"]
 
 #: Spaces up to this size may be enumerated to find the archs a search has not seen yet.
 _ENUMERATE_LIMIT = 1_000_000
+
+#: Draws rejection sampling makes before it gives up finding a valid arch.
+_SAMPLE_TRIES = 10_000
 
 
 class SearchSpace(ABC):
@@ -66,11 +69,11 @@ class SearchSpace(ABC):
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """A uniformly drawn valid arch (rejection sampling against :meth:`is_valid`)."""
-        for _ in range(10_000):
+        for _ in range(_SAMPLE_TRIES):
             arch = Arch({name: choice.sample(rng) for name, choice in self.choices().items()})
             if self.is_valid(arch):
                 return arch
-        raise RuntimeError(f"{type(self).__name__}: no valid arch found in 10,000 samples")
+        raise RuntimeError(f"{type(self).__name__}: no valid arch found in {_SAMPLE_TRIES:,} samples")
 
     def sample_unseen(self, rng: np.random.Generator, seen: Container[Arch], tries: int = 100) -> Arch | None:
         """A uniformly drawn valid arch not in ``seen``; None once every arch has been seen.
@@ -169,6 +172,23 @@ class ConstrainedSpace(SearchSpace):
 
     def is_valid(self, arch: Arch) -> bool:
         return self.inner.is_valid(arch) and self.predicate(arch)
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """An arch drawn by the inner space's own sampler that passes the predicate (uniform over
+        the archs that pass, when the inner sampler is uniform)."""
+        for _ in range(_SAMPLE_TRIES):
+            arch = self.inner.sample(rng)
+            if self.predicate(arch):
+                return arch
+        raise ConfigError(
+            f"no arch of {type(self.inner).__name__} drawn in {_SAMPLE_TRIES:,} samples meets {self.description}; "
+            "loosen the constraint"
+        )
+
+    def size(self) -> int:
+        """The inner space's size: an upper bound, as counting the archs that pass the predicate
+        would mean enumerating them."""
+        return self.inner.size()
 
     def validate(self, arch: Arch) -> Arch:
         self.inner.validate(arch)

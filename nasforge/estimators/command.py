@@ -17,6 +17,7 @@ tail of its output in the error; the search goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,10 +27,11 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -69,6 +71,12 @@ def _fields(template: str) -> list[str]:
         return [name for _, name, _, _ in _FORMATTER.parse(template) if name is not None]
     except ValueError as exc:
         raise ConfigError(f"command: cannot read the placeholders of {template!r}: {exc}") from None
+
+
+def _read(file: IO[bytes]) -> str:
+    """All of a temporary output file, decoded (undecodable bytes replaced)."""
+    file.seek(0)
+    return file.read().decode(errors="replace")
 
 
 def _tail(text: str, chars: int) -> str:
@@ -147,33 +155,42 @@ class CommandEstimator(Estimator):
             raise ConfigError(f"command: cmd uses {{{exc.args[0]}}}, but the arch has no such choice; it has {', '.join(arch)}") from None
 
     def _run(self, args: list[str], seed: int) -> tuple[int | None, str, str]:
-        """Run the command; returns (exit status or None on timeout, stdout, stderr)."""
+        """Run the command; returns (exit status or None on timeout, stdout, stderr).
+
+        Output goes to temporary files, not pipes: the command is done when it exits, even if a
+        child it left running still holds its output. That child, and anything else in the
+        command's session, is killed when the command ends, times out or is interrupted.
+        """
         env = {**os.environ, **self.env, SEED_ENV: str(seed)}
-        process = subprocess.Popen(
-            args, cwd=self.cwd, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        try:
-            stdout, stderr = process.communicate(timeout=self.timeout_s)
-            return process.returncode, stdout, stderr
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: children go too
-            stdout, stderr = process.communicate()
-            return None, stdout, stderr
-        except BaseException:  # interrupted: leave no orphan behind
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            process = subprocess.Popen(args, cwd=self.cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+            try:
+                returncode: int | None = process.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # nothing of the session left
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            return returncode, _read(stdout), _read(stderr)
 
     def parse_metrics(self, stdout: str) -> dict[str, float]:
-        """The metrics in ``stdout`` (regexes, else the last JSON line); missing ones are left out."""
+        """The metrics in ``stdout`` (regexes, else the last JSON line); missing ones are left out.
+
+        Raises:
+            ValueError: a regex matched text that is not a number (the message names the metric).
+        """
         metrics: dict[str, float] = {}
         if self.patterns:
             for name, pattern in self.patterns.items():
                 found = pattern.findall(stdout)
                 if found:
                     last = found[-1]
-                    metrics[name] = float(last[0] if isinstance(last, tuple) else last)
+                    text = last[0] if isinstance(last, tuple) else last
+                    try:
+                        metrics[name] = float(text)
+                    except ValueError:
+                        raise ValueError(f"{name} = {text!r}, which is not a number (metric_regex {pattern.pattern!r})") from None
             return metrics
         for line in reversed(stdout.splitlines()):
             try:
@@ -200,7 +217,10 @@ class CommandEstimator(Estimator):
             raise CommandFailed(f"`{shown}` timed out after {self.timeout_s:g} s and was killed{output}")
         if returncode != 0:
             raise CommandFailed(f"`{shown}` exited with status {returncode}{output}")
-        metrics = self.parse_metrics(stdout)
+        try:
+            metrics = self.parse_metrics(stdout)
+        except ValueError as exc:
+            raise CommandFailed(f"`{shown}` reported {exc}{output}") from None
         wanted = list(self.patterns) or ["a JSON object line"]
         if not metrics or any(name not in metrics for name in self.patterns):
             missing = [name for name in wanted if name not in metrics]

@@ -294,7 +294,8 @@ class DifferentiableSupernetEstimator(Estimator):
             self._train_evaluator(arch, wx, wy, w_order, lr / self.lr)
         supernet.train()
         w_steps = len(wy) // self.batch_size
-        a_steps = min(len(ay) // self.batch_size, w_steps) if arch.bilevel else w_steps
+        per_arch_step = getattr(plan, "arch_every", 1)
+        a_steps = min(len(ay) // self.batch_size, w_steps // per_arch_step) if arch.bilevel else w_steps // per_arch_step
         total = 0.0
         for step in range(w_steps):
             batch = slice(step * self.batch_size, (step + 1) * self.batch_size)

@@ -9,7 +9,7 @@ on children it has not seen, next to the table's naive sum.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,12 @@ def table_features(table: LatencyTable, archs: Sequence[Arch]) -> BlockFeatures:
     return BlockFeatures(tokens, costs, len(vocabulary))
 
 
-def distinct_archs(space: SearchSpace, n: int, *, seed: int) -> list[Arch]:
-    """``n`` distinct archs drawn uniformly from ``space`` (fewer if the space holds fewer)."""
+def distinct_archs(space: SearchSpace, n: int, *, seed: int, exclude: Iterable[Arch] = ()) -> list[Arch]:
+    """``n`` distinct archs drawn uniformly from ``space``, none of them in ``exclude`` (fewer if
+    the space holds fewer)."""
     rng = np.random.default_rng(seed)
     archs: list[Arch] = []
-    seen: set[Arch] = set()
+    seen: set[Arch] = set(exclude)
     while len(archs) < n:
         arch = space.sample_unseen(rng, seen)
         if arch is None:
@@ -57,18 +58,29 @@ def distinct_archs(space: SearchSpace, n: int, *, seed: int) -> list[Arch]:
 
 
 def measure_children(
-    space: SearchSpace, table: LatencyTable, n: int, *, seed: int, warmup: int = 3, repeats: int = 10
+    space: SearchSpace,
+    table: LatencyTable,
+    n: int,
+    *,
+    seed: int,
+    warmup: int = 3,
+    repeats: int = 10,
+    exclude: Iterable[Arch] = (),
 ) -> tuple[list[Arch], np.ndarray]:
-    """``n`` distinct sampled archs and their end-to-end latency (ms) on the table's device."""
-    archs = distinct_archs(space, n, seed=seed)
+    """``n`` distinct sampled archs outside ``exclude`` and their end-to-end latency (ms), measured
+    as the table's blocks were: its device and CPU threads."""
+    archs = distinct_archs(space, n, seed=seed, exclude=exclude)
     device = str(table.device.get("device", "cpu"))
-    measured = [measure_model(space.build(a), table.input_shape, device, warmup, repeats) for a in archs]
+    measured = [
+        measure_model(space.build(a), table.input_shape, device, warmup, repeats, threads=table.threads) for a in archs
+    ]
     return archs, np.asarray(measured, dtype=np.float64)
 
 
 @dataclass
 class FittedCostModel:
-    """A cost model with what it was fitted for: the space, its options and the table."""
+    """A cost model with what it was fitted for: the space, its options, the table, and the archs
+    it was fitted on (``fit_archs``, so that an evaluation can leave them out)."""
 
     name: str
     model: CostModel
@@ -76,6 +88,7 @@ class FittedCostModel:
     space_options: dict[str, Any]
     table: LatencyTable
     fit_scores: dict[str, float] = field(default_factory=dict)
+    fit_archs: list[Arch] = field(default_factory=list)
 
     def space(self) -> SearchSpace:
         """The space the model was fitted on."""
@@ -100,6 +113,7 @@ class FittedCostModel:
             raise CheckpointError(f"{path} is not a readable cost model ({type(exc).__name__})") from None
         if not isinstance(loaded, cls):
             raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a fitted cost model")
+        loaded.__dict__.setdefault("fit_archs", [])  # saved before the field existed
         return loaded
 
 
@@ -120,6 +134,6 @@ def fit_cost_model(
     archs, measured = measure_children(space, table, n_archs, seed=seed, warmup=warmup, repeats=repeats)
     features = table_features(table, archs)
     model.fit(features, measured)
-    fitted = FittedCostModel(model_name, model, space_type, dict(space_options), table)
+    fitted = FittedCostModel(model_name, model, space_type, dict(space_options), table, fit_archs=archs)
     fitted.fit_scores = evaluate(measured, model.predict(features))
     return fitted

@@ -82,10 +82,7 @@ class LatencyModel:
 
     def measure(self, model: nn.Module, warmup: int = 5, repeats: int = 20) -> float:
         """``model``'s latency (ms) measured as the table was: its device, threads and input shape."""
-        threads = self.table.device.get("threads")
-        return measure_model(
-            model, self.table.input_shape, self.device, warmup, repeats, threads=int(threads) if threads else None
-        )
+        return measure_model(model, self.table.input_shape, self.device, warmup, repeats, threads=self.table.threads)
 
     def compare(self, model: nn.Module, arch: Arch, input_shape: Sequence[int]) -> dict[str, float]:
         """Predicted and measured latency of ``arch``'s trained ``model``, and measured / predicted.

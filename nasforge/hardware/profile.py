@@ -25,7 +25,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 import platform
 import statistics
 import time
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from nasforge.core.arch import Arch, Choice
+from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
 from nasforge.reporting import cpu_model
@@ -207,6 +207,13 @@ class LatencyTable:
     energy_mj: dict[str, float] = field(default_factory=dict)
     overhead_ms: float = 0.0
 
+    @property
+    def threads(self) -> int | None:
+        """The CPU threads the blocks were timed with (None if unrecorded): whole networks
+        measured against the table must use the same, or the comparison is off."""
+        threads = self.device.get("threads")
+        return int(threads) if threads else None
+
     def keys(self, arch: Mapping[str, Any]) -> list[str]:
         """The block key of each layer for ``arch``."""
         try:
@@ -273,19 +280,24 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the table as JSON (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(self.__dict__, indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        """Read a table written by :meth:`save`; a missing file is a clear error."""
+        """Read a table written by :meth:`save`; a missing, corrupt or foreign file is a ConfigError."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"latency table {path} does not exist; make one with `nasforge profile`")
-        data = json.loads(path.read_text())
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text())
+            table = cls(**data)
+        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ConfigError(
+                f"{path} is not a latency table written by `nasforge profile` ({type(exc).__name__}: {exc})"
+            ) from None
+        if not (isinstance(table.layers, list) and isinstance(table.blocks, dict) and isinstance(table.device, dict)):
+            raise ConfigError(f"{path} is not a latency table written by `nasforge profile` (wrong field types)")
+        return table
 
 
 def choice_inputs(
@@ -365,6 +377,6 @@ def table_vs_measured(
     out = []
     for _ in range(n):
         arch = space.sample(rng)
-        measured = measure_model(space.build(arch), table.input_shape, device, warmup, repeats)
+        measured = measure_model(space.build(arch), table.input_shape, device, warmup, repeats, threads=table.threads)
         out.append((arch, table.predict(arch), measured))
     return out

@@ -30,7 +30,16 @@ from nasforge.core import registry
 from nasforge.core.errors import ConfigError
 from nasforge.runner.loop import Budget
 
-__all__ = ["ComponentSpec", "ExperimentConfig", "load_config", "parse_config", "dump_config", "SECTION_KINDS"]
+__all__ = [
+    "ComponentSpec",
+    "ExperimentConfig",
+    "load_config",
+    "parse_config",
+    "dump_config",
+    "absolute_paths",
+    "SECTION_KINDS",
+    "PATH_OPTIONS",
+]
 
 #: Config sections that name a registered component, and the component kind of each.
 SECTION_KINDS: dict[str, str] = {
@@ -162,6 +171,33 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
     return parse_config(raw, str(path), overrides)
+
+
+#: Component options that name a file; :func:`absolute_paths` makes them absolute where a run
+#: saves its config, so the run (resumed, trained, tested) works from any working directory.
+PATH_OPTIONS = frozenset({"table", "cost_model", "latency_table", "factory"})
+
+
+def _absolute(option: str, value: str) -> str:
+    if option != "factory":
+        return str(Path(value).resolve())
+    module_part, sep, function = value.rpartition(":")  # "path/to/file.py:function" or "package.module:function"
+    if sep and (module_part.endswith(".py") or "/" in module_part or "\\" in module_part):
+        return f"{Path(module_part).resolve()}:{function}"
+    return value
+
+
+def absolute_paths(value: Any) -> Any:
+    """``value`` (options, nested mappings and lists) with the relative files named by
+    :data:`PATH_OPTIONS` resolved against the working directory, as the components read them."""
+    if isinstance(value, dict):
+        return {
+            key: _absolute(key, item) if key in PATH_OPTIONS and isinstance(item, str) else absolute_paths(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [absolute_paths(item) for item in value]
+    return value
 
 
 def dump_config(config: ExperimentConfig) -> str:

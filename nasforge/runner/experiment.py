@@ -22,7 +22,7 @@ from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
-from nasforge.runner.config import ExperimentConfig, dump_config
+from nasforge.runner.config import SECTION_KINDS, ComponentSpec, ExperimentConfig, absolute_paths, dump_config
 from nasforge.runner.loop import Runner, SearchResult
 
 __all__ = ["Experiment", "build_experiment", "resolve_device", "write_topk", "CONFIG_FILE", "TOPK_FILE"]
@@ -117,8 +117,14 @@ def write_topk(run_dir: Path, space: SearchSpace, result: SearchResult, k: int) 
 
 
 def save_run_config(run_dir: Path, config: ExperimentConfig) -> None:
-    """Write the resolved config into the run directory (what ``--resume`` reads back)."""
-    resolved = config.model_copy(update={"run_dir": str(run_dir)})
+    """Write the resolved config into the run directory (what ``--resume`` reads back), with the
+    files its components name (latency tables, factories) as absolute paths."""
+    sections = {
+        name: ComponentSpec.model_validate(absolute_paths({"type": spec.type, **spec.options}))
+        for name in SECTION_KINDS
+        if (spec := getattr(config, name)) is not None
+    }
+    resolved = config.model_copy(update={"run_dir": str(run_dir), **sections})
     atomic_write_bytes(run_dir / CONFIG_FILE, dump_config(resolved).encode())
 
 

@@ -31,10 +31,10 @@ from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.seeding import derive_seed
-from nasforge.core.space import SearchSpace
+from nasforge.core.space import ConstrainedSpace, SearchSpace
 from nasforge.estimators.supernet import inherited_child
 from nasforge.objectives.counters import count_flops, count_params
-from nasforge.runner.config import ComponentSpec
+from nasforge.runner.config import ComponentSpec, absolute_paths
 from nasforge.tasks.data import DataSplits
 from nasforge.tasks.training import TrainSettings, evaluate_model, train_model
 
@@ -57,7 +57,18 @@ METRICS_FILE = "metrics.json"
 
 
 def _spec_dict(spec: ComponentSpec) -> dict[str, Any]:
-    return {"type": spec.type, **spec.options}
+    """``spec`` as config, with the files it names as absolute paths (see :func:`absolute_paths`)."""
+    return absolute_paths({"type": spec.type, **spec.options})
+
+
+def _network_spec(space: SearchSpace, spec: ComponentSpec) -> dict[str, Any]:
+    """The space config a model folder records: for a constrained space (``latency_bounded``),
+    its inner space's. The constraint only narrowed what the search could pick; the network
+    rebuilds without it, and without the files it reads (a latency table)."""
+    inner = spec.options.get("inner")
+    if isinstance(space, ConstrainedSpace) and isinstance(inner, dict):
+        return _spec_dict(ComponentSpec.model_validate(inner))
+    return _spec_dict(spec)
 
 
 def initial_model(space: SearchSpace, arch: Arch, *, seed: int, init_from: str | Path | None = None) -> nn.Module:
@@ -142,7 +153,7 @@ def train_final(
     out = Path(out_dir)
     description = {
         "arch": space.format(arch),
-        "space": _spec_dict(space_spec),
+        "space": _network_spec(space, space_spec),
         "data": _spec_dict(data_spec),
         "seed": seed,
         "train": settings.model_dump(),

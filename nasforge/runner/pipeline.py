@@ -63,6 +63,7 @@ from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.trial import Trial
 from nasforge.hardware.latency import find_latency_model
+from nasforge.hardware.profile import pinned_threads
 from nasforge.runner.config import ComponentSpec, ExperimentConfig, parse_config
 from nasforge.runner.experiment import (
     TOPK_FILE,
@@ -444,7 +445,8 @@ def run_pipeline(
         kind = STEP_KINDS[kind_name]
         prepared = kind.prepare(name, _resolve(_step_options(config, name), outputs), step_dir)
         step_dir.mkdir(parents=True, exist_ok=True)
-        outputs[name] = kind.run(name, prepared, step_dir, on_trial)
+        with pinned_threads(None):  # a step's `threads` (set by the step) hold for that step only
+            outputs[name] = kind.run(name, prepared, step_dir, on_trial)
         atomic_write_bytes(marker, json.dumps({"kind": kind_name, "outputs": outputs[name]}, indent=2).encode())
         say(f"step {number}/{len(order)} {name} ({kind_name}): finished; outputs in {marker}")
     return outputs

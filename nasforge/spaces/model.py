@@ -19,7 +19,8 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from nasforge.convert import convert_model
@@ -47,15 +48,22 @@ class ConvertSettings(BaseModel):
 
 def build_user_model(factory: str, options: dict[str, Any], context: dict[str, Any]) -> nn.Module:
     """Import ``factory`` (module paths resolve from the working directory too) and call it with
-    ``options`` plus the ``context`` values its signature accepts."""
+    ``options`` plus the ``context`` values its signature accepts.
+
+    Options the signature does not take are a ConfigError; errors raised inside the factory
+    (its own bugs) pass through unchanged.
+    """
     function = load_factory(factory)
-    parameters = inspect.signature(function).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    kwargs = {k: v for k, v in context.items() if v is not None and (takes_any or k in parameters) and k not in options}
+    signature = inspect.signature(function)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    kwargs = {
+        k: v for k, v in context.items() if v is not None and (takes_any or k in signature.parameters) and k not in options
+    }
     try:
-        model = function(**options, **kwargs)
+        signature.bind(**options, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"factory {factory!r} does not take the options {sorted(options)}: {exc}") from None
+    model = function(**options, **kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"factory {factory!r} must return a torch.nn.Module, got {type(model).__name__}")
     return model
@@ -72,6 +80,9 @@ class UserModelSpace(ModelSpace):
         options: keyword arguments for the factory.
         in_channels, num_classes, input_size: filled in from the data; passed to the factory
             where it takes them, and used to read the shapes the converter must keep.
+        seed: seeds torch while the factory and the converter make the model, so its weights
+            (which ``inherit`` passes on to the children) are the same in every run; the
+            caller's random state is left untouched.
     """
 
     #: Values for the required options that `nasforge gen-config` writes as a template.
@@ -85,21 +96,24 @@ class UserModelSpace(ModelSpace):
         in_channels: PositiveInt | None = None,
         num_classes: PositiveInt | None = None,
         input_size: tuple[PositiveInt, PositiveInt] | None = None,
+        seed: NonNegativeInt = 0,
     ) -> None:
         context = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
-        model = build_user_model(factory, dict(options or {}), context)
-        if convert is not None:
-            settings = ConvertSettings.model_validate(convert)  # also a plain mapping, from Python
-            input_shape = (in_channels, *input_size) if in_channels is not None and input_size is not None else None
-            model = convert_model(
-                model,
-                settings.rule,
-                settings.candidates,
-                width=settings.width,
-                depth=settings.depth,
-                input_shape=input_shape,
-                inherit=settings.inherit,
-            )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = build_user_model(factory, dict(options or {}), context)
+            if convert is not None:
+                settings = ConvertSettings.model_validate(convert)  # also a plain mapping, from Python
+                input_shape = (in_channels, *input_size) if in_channels is not None and input_size is not None else None
+                model = convert_model(
+                    model,
+                    settings.rule,
+                    settings.candidates,
+                    width=settings.width,
+                    depth=settings.depth,
+                    input_shape=input_shape,
+                    inherit=settings.inherit,
+                )
         try:
             super().__init__(model)
         except ValueError as exc:

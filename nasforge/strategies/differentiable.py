@@ -116,6 +116,7 @@ class DifferentiableStrategy(Strategy):
     bilevel: bool = True
     partial_channels: int = 1
     arch_fraction: float = 0.5
+    arch_every: int = 1
 
     def __init__(self, epochs: PositiveInt, adam: Adam) -> None:
         self.epochs = epochs
@@ -560,10 +561,14 @@ class ProxylessNAS(DifferentiableStrategy):
     per-op ``latency`` table, the architecture loss is
     ``alpha * CE * (log E[latency] / log reference) ** beta`` (the paper's ``mul#log`` loss,
     alpha 0.2, beta 0.3), the expected latency summing ``softmax(alpha)``-weighted costs over
-    the edges. Adam lr 1e-3, betas (0, 0.999), no weight decay, 120 epochs, as in the paper's
-    code.
+    the edges. As in the paper's code: 40 warm-up epochs training the weights only, then 120
+    epochs of search with one architecture step every 5 weight steps; Adam lr 1e-3, betas
+    (0, 0.999), no weight decay.
 
     Args:
+        epochs: all epochs, warm-up included.
+        warmup: the first epochs, weights only (fewer than ``epochs``).
+        arch_every: weight steps per architecture step while searching.
         latency: cost of each candidate value (ms, or any unit); None for no latency loss.
         reference: the target expected latency (same unit, above 1 so its log is positive);
             required with ``latency``. The ratio of logs is floored at 1e-6 (costs below 1 unit).
@@ -571,7 +576,9 @@ class ProxylessNAS(DifferentiableStrategy):
 
     def __init__(
         self,
-        epochs: PositiveInt = 120,
+        epochs: PositiveInt = 160,
+        warmup: NonNegativeInt = 40,
+        arch_every: PositiveInt = 5,
         latency: dict[str, PositiveFloat] | None = None,
         reference: Annotated[float, Field(gt=1)] | None = None,
         alpha: PositiveFloat = 0.2,
@@ -579,6 +586,10 @@ class ProxylessNAS(DifferentiableStrategy):
         adam: ProxylessAdam = PROXYLESS_ADAM,
     ) -> None:
         super().__init__(epochs, adam)
+        if warmup >= epochs:
+            raise ConfigError(f"proxyless: warmup {warmup} must be below epochs {epochs}, or no architecture step runs")
+        self.warmup = warmup
+        self.arch_every = arch_every
         self.latency = dict(latency) if latency is not None else None
         self.reference = reference
         self.alpha = alpha
@@ -593,6 +604,9 @@ class ProxylessNAS(DifferentiableStrategy):
             missing = sorted({str(c) for choice in self.edges.values() for c in choice.candidates} - set(self.latency))
             if missing:
                 raise ConfigError(f"proxyless: the latency table has no cost for candidate(s) {', '.join(missing)}")
+
+    def searching(self) -> bool:
+        return self.epoch >= self.warmup
 
     def weights(self, step: StepKind) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

@@ -43,6 +43,7 @@ class SearchPlan(Protocol):
         arch_fraction: share of the training split the architecture steps use (the rest trains
             the weights); an epoch is one pass over the weights' share, with the architecture's
             minibatches spread evenly over it.
+        arch_every: (optional, default 1) weight steps per architecture step (ProxylessNAS: 5).
     """
 
     arch_fraction: float
