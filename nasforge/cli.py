@@ -262,6 +262,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
 
     init_from = Path(args.init_from) if args.init_from else None
+    if init_from is not None:
+        from nasforge.estimators.supernet import supernet_checkpoints
+
+        supernet_checkpoints(init_from)  # before anything is built or announced
     run = args.run or (None if args.config else args.init_from)  # --init-from alone: that run's settings
     if run:
         config, run_dir = _load_run(Path(run))

@@ -255,3 +255,14 @@ def test_existing_run_is_never_overwritten(tmp_path: Path, capsys: pytest.Captur
 def test_missing_config_and_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     expect_error(capsys, ["search", str(tmp_path / "nope.yaml")], "does not exist")
     expect_error(capsys, ["search", "--resume", str(tmp_path)], "cannot resume")
+
+
+def test_train_init_from_a_run_without_a_supernet_fails_before_announcing_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
+    config = str(write_config(tmp_path))
+    assert run_cli("train", "--config", config, "--arch", arch, "--init-from", str(tmp_path / "scratch_run")) == 2
+    captured = capsys.readouterr()
+    assert "holds no supernet checkpoint" in captured.err + captured.out
+    assert "training" not in captured.out

@@ -245,3 +245,23 @@ def test_budget_larger_than_the_space_says_so_and_ends(caplog: pytest.LogCapture
         result = Runner(TinySpace(), RandomSearch(), SyntheticEstimator(lambda a: {"val_acc": 1.0}), SingleMetric(), budget=Budget(trials=50)).run()
     assert "exceeds the 4 archs of the space" in caplog.text
     assert len(result.trials) == 4 and result.stopped_because == "the strategy has nothing left to ask"
+
+
+def test_saved_configs_name_files_by_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasforge.runner.config import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    options = {
+        "type": "latency_bounded",
+        "inner": {"type": "model", "factory": "nets/models.py:resnet", "options": {"width": 8}},
+        "table": "cpu.json",
+        "estimators": [{"cost_model": "/abs/cm.pkl"}, {"factory": "mypkg.models:resnet"}],
+        "max_ms": 2.0,
+    }
+    assert absolute_paths(options) == {
+        "type": "latency_bounded",
+        "inner": {"type": "model", "factory": f"{tmp_path / 'nets' / 'models.py'}:resnet", "options": {"width": 8}},
+        "table": str(tmp_path / "cpu.json"),
+        "estimators": [{"cost_model": "/abs/cm.pkl"}, {"factory": "mypkg.models:resnet"}],  # module paths stay
+        "max_ms": 2.0,
+    }

@@ -57,7 +57,7 @@ from nasforge.supernet.train import SupernetSettings, SupernetTrainer, as_tensor
 from nasforge.tasks.criteria import CriterionName, make_criterion
 from nasforge.tasks.training import Momentum, seeded
 
-__all__ = ["SupernetEstimator", "inherited_child", "require_supernet", "SUPERNET_DIR"]
+__all__ = ["SupernetEstimator", "inherited_child", "supernet_checkpoints", "require_supernet", "SUPERNET_DIR"]
 
 #: Folder of the run directory holding the supernet checkpoints.
 SUPERNET_DIR = "supernet"
@@ -411,6 +411,21 @@ class SupernetEstimator(Estimator):
         self._seed = None if state["seed"] is None else int(state["seed"])
 
 
+def supernet_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The supernet checkpoint files a one-shot search left in ``run_dir`` (not read yet).
+
+    Raises:
+        CheckpointError: there are none.
+    """
+    folder = Path(run_dir) / SUPERNET_DIR
+    paths = [folder / name for name in _SLOTS if (folder / name).exists()]
+    if not paths:
+        raise CheckpointError(
+            f"{folder} holds no supernet checkpoint; it is written by searches with `estimator: {{type: supernet}}`"
+        )
+    return paths
+
+
 def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.Module:
     """The child of ``arch`` with the weights of the supernet a search left in ``run_dir``.
 
@@ -424,11 +439,7 @@ def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.M
     """
     require_supernet(space)
     folder = Path(run_dir) / SUPERNET_DIR
-    states = [load_checkpoint(folder / name) for name in _SLOTS if (folder / name).exists()]
-    if not states:
-        raise CheckpointError(
-            f"{folder} holds no supernet checkpoint; it is written by searches with `estimator: {{type: supernet}}`"
-        )
+    states = [load_checkpoint(path) for path in supernet_checkpoints(run_dir)]
     latest = max(states, key=lambda state: tuple(state["key"]))
     supernet = space.supernet()  # type: ignore[attr-defined]
     try:
