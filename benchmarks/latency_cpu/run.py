@@ -106,6 +106,13 @@ def measure(space: ProxylessSpace, archs: list[Arch], cache: Cache, args: argpar
     return np.array([cache.children[space.format(a)] for a in archs])
 
 
+def remeasure(space: ProxylessSpace, archs: list[Arch], args: argparse.Namespace) -> np.ndarray:
+    """The same children timed once more (not cached): how far two measurements of one child agree."""
+    return np.array(
+        [measure_model(space.build(a), INPUT_SHAPE, args.device, args.warmup, args.repeats, threads=args.threads) for a in archs]
+    )
+
+
 def fit_and_score(table: LatencyTable, fit: list[Arch], test: list[Arch], y_fit: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
     """Each cost model fitted on ``fit`` and scored on ``test``, plus the table with its overhead."""
     features_fit, features_test = table_features(table, fit), table_features(table, test)
@@ -120,7 +127,7 @@ def fit_and_score(table: LatencyTable, fit: list[Arch], test: list[Arch], y_fit:
 
 def report(scores: dict[str, dict[str, float]], y_test: np.ndarray) -> tuple[str, dict[str, Any]]:
     """The markdown table and the headline figures (naive/best rMSE ratio, best model's ±10%)."""
-    fitted = {name: s for name, s in scores.items() if name not in ("naive_sum", "table_with_overhead")}
+    fitted = {name: s for name, s in scores.items() if name not in ("naive_sum", "table_with_overhead", "re-timed later (drift)")}
     best = min(fitted, key=lambda name: fitted[name]["rmse"])
     ratio = scores["naive_sum"]["rmse"] / fitted[best]["rmse"]
     lines = ["| model | rMSE (ms) | Spearman ρ | within ±10% |", "|---|---|---|---|"]
@@ -153,6 +160,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per child and block; the median is kept")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while measuring")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drift-check", type=int, default=300, help="test children timed again after the fit, to show drift (0: none)")
     parser.add_argument("--cache", type=Path, help="measurement cache (default: measurements_<device>[_quick].json here)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,6 +194,10 @@ def main() -> None:
     y = measure(space, archs, cache, args)
     y_fit, y_test = y[: args.fit], y[args.fit :]
     scores = fit_and_score(table, fit, test, y_fit, y_test, args.seed)
+    if args.drift_check:
+        print(f"timing {args.drift_check} test children again (how far this machine's timings drift)", flush=True)
+        again = remeasure(space, test[: args.drift_check], args)
+        scores["re-timed later (drift)"] = evaluate(y_test[: args.drift_check], again)
     body, headline = report(scores, y_test)
     seconds = time.perf_counter() - started
     print(body)
@@ -203,7 +215,10 @@ def main() -> None:
         f"3x32x32; {len(table.blocks)} distinct blocks profiled (median of {args.repeats} after {args.warmup} warm-up "
         f"runs); {args.fit} sampled children to fit, {args.test} others to test, each the median of {args.repeats} "
         "end-to-end runs. Block features come from the table; `naive_sum` is the table's sum of blocks, "
-        "`table_with_overhead` adds its overhead calibrated on 3 whole networks.\n\n" + body
+        "`table_with_overhead` adds its overhead calibrated on 3 whole networks; `re-timed later (drift)` "
+        f"times the first {args.drift_check} test children again after the fit and scores those times against the "
+        "first ones: how far timings on this machine drift between two runs minutes apart (the measurements ran "
+        "on core 0 while another benchmark ran on core 1; the models fit the conditions of the first run).\n\n" + body
     )
     write_doc_section("latency_cpu" if args.device == "cpu" else f"latency_{device_name}", section)
 
