@@ -262,13 +262,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
 
     init_from = Path(args.init_from) if args.init_from else None
+    run = args.run or (None if args.config else args.init_from)  # --init-from alone: that run's settings
+    loaded = _load_run(Path(run)) if run else None  # a missing run directory is named first
     if init_from is not None:
         from nasforge.estimators.supernet import supernet_checkpoints
 
         supernet_checkpoints(init_from)  # before anything is built or announced
-    run = args.run or (None if args.config else args.init_from)  # --init-from alone: that run's settings
-    if run:
-        config, run_dir = _load_run(Path(run))
+    if loaded:
+        config, run_dir = loaded
         source = str(run_dir)
     elif args.config:
         config, run_dir, source = load_config(Path(args.config)), None, args.config
