@@ -429,7 +429,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     space = registry.create("space", args.space, options, context=input_context(size), where="--space")
     measure_energy = args.energy and args.device == "cpu" and energy_counter() is not None
     if args.energy and not measure_energy:
-        reason = no_energy_counter_reason() if args.device == "cpu" else "energy not measured: RAPL counts CPU energy only"
+        reason = (no_energy_counter_reason() if args.device == "cpu"
+                  else "energy not measured: RAPL energy is read on --device cpu (PyTorch) only")
         console.print(reason, soft_wrap=True, markup=False)
     table = profile_space(
         space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats, energy=measure_energy
@@ -568,8 +569,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", required=True, help="C,H,W of one input, e.g. 3,32,32")
     p.add_argument("--batch", type=int, default=1, help="batch size to time (default 1)")
     p.add_argument("-o", "--out", required=True, help="latency table JSON to write")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads while measuring (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, or onnxruntime (ONNX Runtime's CPU provider; `pip install onnxruntime onnx`)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads while measuring (torch's or ONNX Runtime's; default 1)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20, help="timed runs per block; the median is kept")
     p.add_argument("--merge", help="an existing table (same device) to merge the new measurements into")

@@ -473,3 +473,41 @@ def test_profile_energy_without_a_readable_counter_says_so_in_one_line(
     assert table.energy_mj == {}
     with pytest.raises(ConfigError, match="--energy"):
         table.predict_energy(NB201Space().sample(np.random.default_rng(0)))
+
+
+# -- ONNX Runtime backend --------------------------------------------------------------------------
+
+
+def _tiny_conv_net() -> object:
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten())
+
+
+def test_measure_model_on_onnxruntime_times_an_exported_session() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from nasforge.hardware.profile import device_description
+
+    assert measure_model(_tiny_conv_net(), (1, 1, 8, 8), device="onnxruntime", warmup=1, repeats=3, threads=1) > 0
+    description = device_description("onnxruntime")
+    assert description["onnxruntime"] == ort.__version__ and description["provider"] == "CPUExecutionProvider"
+
+
+def test_profile_command_on_onnxruntime_writes_a_table_of_that_device(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from nasforge.cli import main
+
+    out = tmp_path / "t.json"
+    argv = ["profile", "--space", "nb201", "--space-options", "{C: 2, N: 1}", "--input-size", "1,8,8", "-o", str(out)]
+    assert main([*argv, "--warmup", "1", "--repeats", "1", "--device", "onnxruntime"]) == 0
+    table = LatencyTable.load(out)
+    assert table.device["device"] == "onnxruntime" and table.device["onnxruntime"]
+    assert len(table.blocks) == 15 and all(ms > 0 for ms in table.blocks.values())
+
+
+def test_onnxruntime_without_the_package_is_a_config_error_naming_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    with pytest.raises(ConfigError, match="pip install onnxruntime onnx"):
+        measure_model(_tiny_conv_net(), (1, 1, 8, 8), device="onnxruntime")

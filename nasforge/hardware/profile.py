@@ -2,9 +2,10 @@
 
 :func:`profile_space` runs the space's supernet once to learn every choice's input shape, then
 times each distinct ``(candidate, input shape, output shape)`` module — the output shape tells a
-stride-2 block from a stride-1 one — on PyTorch (CPU with pinned threads, or CUDA): warm-up
-calls, then the median of timed repeats. The :class:`LatencyTable` it returns records the
-device (CPU model, threads, torch and NumPy versions), saves to and loads from JSON, merges with
+stride-2 block from a stride-1 one — on PyTorch (CPU with pinned threads, or CUDA) or, with
+device ``onnxruntime``, on ONNX Runtime's CPU execution provider: warm-up calls, then the median
+of timed repeats. The :class:`LatencyTable` it returns records the
+device (CPU model, threads, torch and NumPy versions; onnxruntime's and its provider), saves to and loads from JSON, merges with
 tables of other runs on the same device, and predicts an arch's latency as the naive sum of its
 blocks. :func:`measure_model` times a whole network the same way, to check the table.
 
@@ -12,6 +13,10 @@ On CUDA every timed call is bracketed by ``torch.cuda.synchronize``: the wall-cl
 call up to the end of its last kernel, which is the latency a user of the model sees (kernel
 launches included, as they dominate small networks). With ``energy=True`` each block's energy per
 forward is read from the CPU package's RAPL counter (Linux powercap) where it is readable.
+
+On ``onnxruntime`` each module is exported to ONNX (``torch.onnx.export``, TorchScript exporter)
+and run by an ``InferenceSession`` whose intra- and inter-op threads are the requested threads;
+it needs the ``onnx`` extra (``pip install onnxruntime onnx``).
 
 Example:
     >>> table = profile_space(NB201Space(), (3, 32, 32))  # doctest: +SKIP
@@ -23,13 +28,15 @@ Example:
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
 import platform
 import statistics
 import time
+import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +63,28 @@ __all__ = [
     "profile_space",
     "table_vs_measured",
     "RAPL_GLOB",
+    "ONNXRUNTIME",
 ]
 
 #: Where Linux exposes the CPU packages' RAPL energy counters (µJ; Intel, and AMD since Zen).
 RAPL_GLOB = "/sys/class/powercap/intel-rapl*/energy_uj"
+
+#: The device string that measures on ONNX Runtime (its CPU execution provider) instead of PyTorch.
+ONNXRUNTIME = "onnxruntime"
+_ORT_PROVIDER = "CPUExecutionProvider"
+
+
+def _onnxruntime() -> Any:
+    """The ``onnxruntime`` module (with ``onnx``, which the exporter needs), or a ConfigError."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError(
+            f"device {ONNXRUNTIME!r} needs ONNX Runtime and onnx ({exc}); install them with "
+            "`pip install onnxruntime onnx` (the `onnx` extra: `pip install nasforge[onnx]`)"
+        ) from None
+    return onnxruntime
 
 
 def device_description(device: str = "cpu") -> dict[str, Any]:
@@ -74,6 +99,9 @@ def device_description(device: str = "cpu") -> dict[str, Any]:
     }
     if device.startswith("cuda"):
         description["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    if device == ONNXRUNTIME:
+        description["onnxruntime"] = _onnxruntime().__version__
+        description["provider"] = _ORT_PROVIDER
     return description
 
 
@@ -94,6 +122,36 @@ def pinned_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def _median_ms(call: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
+    """Median wall-clock time (ms) of ``repeats`` calls of ``call`` after ``warmup`` untimed ones;
+    on CUDA the device is synchronised before the clock starts and after each call."""
+    for _ in range(warmup):
+        call()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _onnx_session(model: nn.Module, x: torch.Tensor, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session of ``model`` exported at input ``x``, on ``threads`` threads
+    (intra- and inter-op; None leaves ONNX Runtime's defaults)."""
+    ort = _onnxruntime()
+    exported = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose: no torch.export tracing
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (x,), exported, dynamo=False)
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+    return ort.InferenceSession(exported.getvalue(), options, providers=[_ORT_PROVIDER])
+
+
 @torch.no_grad()
 def measure_model(
     model: nn.Module,
@@ -107,23 +165,21 @@ def measure_model(
 
     ``warmup`` untimed calls first (allocator, caches, cuDNN's choices), then ``repeats`` timed
     ones; ``threads`` pins torch's CPU threads meanwhile (None leaves them). On CUDA the device
-    is synchronised before the clock starts and after each call.
+    is synchronised before the clock starts and after each call. On ``onnxruntime`` the model is
+    exported to ONNX and each call is one ``session.run`` on ``threads`` ONNX Runtime threads.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but no CUDA device is available; use 'cpu'")
     with pinned_threads(threads):
+        if device == ONNXRUNTIME:
+            model = model.cpu().eval()
+            x = torch.randn(*input_shape)
+            session = _onnx_session(model, x, threads)
+            feed = {arg.name: x.numpy() for arg in session.get_inputs()}
+            return _median_ms(lambda: session.run(None, feed), device, warmup, repeats)
         model = model.to(device).eval()
         x = torch.randn(*input_shape, device=device)
-        for _ in range(warmup):
-            model(x)
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            _sync(device)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        return _median_ms(lambda: model(x), device, warmup, repeats)
 
 
 def _read_uj(path: Path) -> int | None:
@@ -335,7 +391,8 @@ def profile_space(
 ) -> LatencyTable:
     """Measure every distinct block of ``space``'s supernet at ``input_shape`` (batch included).
 
-    ``threads`` pins torch's CPU threads for the measurement (None leaves them). ``calibrate``
+    ``device`` is ``cpu``, ``cuda`` or ``onnxruntime`` (:func:`measure_model`). ``threads`` pins
+    torch's (and ONNX Runtime's) CPU threads for the measurement (None leaves them). ``calibrate``
     whole sampled networks are then timed to set :attr:`LatencyTable.overhead_ms` (0: none). With
     ``energy`` (CPU only) each block's energy per forward is recorded too where a RAPL counter is
     readable (:func:`energy_counter`; :func:`no_energy_counter_reason` says why not). The space
@@ -356,7 +413,7 @@ def profile_space(
                 key = f"{value}|{_shape_text(shape)}|{_shape_text(out_shape)}"
                 keys[str(value)] = key
                 if key not in blocks:
-                    blocks[key] = measure_model(candidate, shape, device, warmup, repeats)
+                    blocks[key] = measure_model(candidate, shape, device, warmup, repeats, threads=threads)
                     mj = measure_energy(candidate, shape) if energy and device == "cpu" else None
                     if mj is not None:
                         energy_mj[key] = mj
