@@ -217,8 +217,8 @@ def main() -> None:
         "end-to-end runs. Block features come from the table; `naive_sum` is the table's sum of blocks, "
         "`table_with_overhead` adds its overhead calibrated on 3 whole networks; `re-timed later (drift)` "
         f"times the first {args.drift_check} test children again after the fit and scores those times against the "
-        "first ones: how far timings on this machine drift between two runs minutes apart (the measurements ran "
-        "on core 0 while another benchmark ran on core 1; the models fit the conditions of the first run).\n\n" + body
+        "first ones: how far timings on this machine drift between two runs minutes apart (the models fit the "
+        f"conditions of the first run). Load average {os.getloadavg()[0]:.1f} when the report was written.\n\n" + body
     )
     write_doc_section("latency_cpu" if args.device == "cpu" else f"latency_{device_name}", section)
 
