@@ -488,6 +488,8 @@ def convert_model(
     Modules inside mutables the model already holds are left as they are. Matches nested in
     other matches become nested choices (a block's ``"original"`` holds its converted convs).
     """
+    if isinstance(candidates, str):  # one op name, e.g. a YAML scalar where a list was meant
+        candidates = [candidates]
     if candidates and (width is not None or depth):
         raise ConfigError(
             "convert: give op candidates or elastic width/depth, not both; to combine them convert twice "

@@ -247,3 +247,12 @@ def test_generator_runs_in_the_loop_and_leaves_the_supernet_unchanged(tmp_path: 
     estimator._arch_epoch(trainer, generator, estimator._tensors(runner.context)[1])
     after = trainer.supernet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_cost_table_that_is_not_json_is_a_config_error(tmp_path: Path) -> None:
+    from nasforge.hardware.lut import load_cost_table
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        load_cost_table(bad, NB201Space(C=4, N=1), "flops")

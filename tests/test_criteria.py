@@ -149,6 +149,12 @@ def test_train_model_trains_with_each_criterion(name: str) -> None:
     data = TensorDataset(x, (x[:, 0] > 0).long())
     report = train_model(nn.Linear(4, 2), data, TrainSettings(epochs=2, batch_size=16, criterion=name), seed=0)
     assert all(math.isfinite(v) for v in report.train_loss)
+    start = nn.Linear(4, 2)
+    twin = nn.Linear(4, 2)
+    twin.load_state_dict(start.state_dict())
+    chosen = train_model(start, data, TrainSettings(epochs=1, batch_size=16, criterion=name), seed=0)
+    plain = train_model(twin, data, TrainSettings(epochs=1, batch_size=16), seed=0)
+    assert chosen.train_loss[0] != pytest.approx(plain.train_loss[0])  # the criterion reached the loop
 
 
 def test_train_model_distils_from_a_teacher() -> None:
@@ -160,6 +166,13 @@ def test_train_model_distils_from_a_teacher() -> None:
         train_model(nn.Linear(4, 2), data, settings, seed=0)
     report = train_model(nn.Linear(4, 2), data, settings, seed=0, teacher=nn.Linear(4, 2))
     assert math.isfinite(report.train_loss[0])
+    student, twin, teacher = nn.Linear(4, 2), nn.Linear(4, 2), nn.Linear(4, 2)
+    twin.load_state_dict(student.state_dict())
+    silent = nn.Linear(4, 2)
+    nn.init.zeros_(silent.weight), nn.init.zeros_(silent.bias)
+    taught = train_model(student, data, settings, seed=0, teacher=teacher)
+    uniform = train_model(twin, data, settings, seed=0, teacher=silent)  # same student, another teacher
+    assert taught.train_loss[0] != pytest.approx(uniform.train_loss[0])
 
 
 # -- own data in a few lines: any Dataset, a user's loss and a user's metric (issue #8, item 4) ----
@@ -268,3 +281,8 @@ def test_bad_user_functions_are_named(user_task) -> None:  # type: ignore[no-unt
     settings = TrainSettings(criterion="kd", criterion_options={"teacher": str(user_task)})
     with pytest.raises(CheckpointError, match="is not a model folder"):
         load_teacher(settings, CustomDataset(factory="my_task:datasets").load(0))
+
+
+def test_label_smoothing_out_of_range_names_its_own_option() -> None:
+    with pytest.raises(ConfigError, match="smoothing must be in"):
+        make_criterion("label_smoothing", {"smoothing": 1.5})

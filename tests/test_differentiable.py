@@ -748,4 +748,4 @@ def test_proxyless_follows_the_papers_schedule() -> None:
 
     estimator.step = counting  # type: ignore[method-assign]
     estimator.update(ctx)
-    assert sum(steps) == len(steps) // 4
+    assert len(steps) >= 8 and sum(steps) == len(steps) // 4

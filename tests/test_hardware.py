@@ -451,6 +451,12 @@ def test_profile_energy_records_blocks_and_predicts_an_arch(fake_rapl: Path, cap
     table = LatencyTable.load(out)
     assert set(table.energy_mj) == set(table.blocks)  # the fake counter does not move: 0 mJ each
     assert table.predict_energy(NB201Space().sample(np.random.default_rng(0))) == 0.0
+    # the prediction sums the arch's blocks, as the latency prediction does
+    table.energy_mj = {block: 1.0 + i for i, block in enumerate(table.blocks)}
+    table.blocks = dict(table.energy_mj)
+    arch = NB201Space(C=2, N=1).sample(np.random.default_rng(1))
+    expected = table.predict(arch) - table.overhead_ms
+    assert expected > 0 and table.predict_energy(arch) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("layout", ["absent", "unreadable"])

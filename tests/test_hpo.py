@@ -164,6 +164,7 @@ def test_augmentations_keep_shapes_and_are_seeded() -> None:
         cropped = random_crop(images, padding=1)
     for original, crop in zip(images, cropped):  # a shifted window: interior values come from the original
         assert set(crop[crop != 0].tolist()) <= set(original.flatten().tolist())
+    assert any(not torch.equal(c, o) for c, o in zip(cropped, images))  # some window did shift
     with pytest.raises(ValueError, match="allowed: none, flip, crop, crop_flip"):
         augment_batch(images, "cutout")
 

@@ -342,3 +342,11 @@ def test_distillation_loss_is_ofa_kd() -> None:
     entropy = -(teacher.softmax(1) * teacher.log_softmax(1)).sum(1).mean()
     expected = torch.nn.functional.cross_entropy(logits, labels) + 0.5 * (soft_ce - entropy)
     assert torch.allclose(distillation_loss(logits, teacher, labels, 0.5), expected, atol=1e-6)
+
+
+def test_named_archs_parse_from_their_names() -> None:
+    from nasforge.spaces.ofa import OFA_NAMES, OFASpace
+
+    space = OFASpace()
+    for name in OFA_NAMES:
+        assert space.parse(name) == space.named(name)

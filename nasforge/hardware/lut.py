@@ -309,11 +309,11 @@ def load_cost_table(path: str | Path, space: SearchSpace, metric: CostMetric) ->
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"cost table {path} does not exist")
-    table = (
-        CostTable.from_latency(LatencyTable.load(path), space)
-        if "blocks" in json.loads(path.read_text())
-        else CostTable.load(path)
-    )
+    try:
+        is_latency_table = "blocks" in json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"cost table {path} is not JSON: {exc}") from None
+    table = CostTable.from_latency(LatencyTable.load(path), space) if is_latency_table else CostTable.load(path)
     if table.metric != metric:
         raise ConfigError(f"{path} is a {table.metric} table, but the budget is on {metric}")
     table.check(space)

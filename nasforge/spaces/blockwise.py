@@ -339,8 +339,10 @@ class LayerwiseSpace(SearchSpace):
         return self.parse("-".join(self.NAMED[name]))
 
     def parse(self, text: str) -> Arch:
-        """Read ``block-block-...`` (one block per layer) or the generic JSON form."""
+        """Read ``block-block-...`` (one block per layer), a name of :attr:`NAMED`, or the generic JSON form."""
         text = text.strip()
+        if text in self.NAMED:
+            return self.named(text)
         if text.startswith("{"):
             return super().parse(text)
         parts = text.split("-")

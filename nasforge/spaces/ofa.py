@@ -59,6 +59,8 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "h_swish": nn.Hards
 _STAGE_ACTS: tuple[Activation, ...] = ("relu", "relu", "h_swish", "h_swish", "h_swish")
 _STAGE_SE = (False, True, False, True, True)
 _MOBILENET_V2_DEPTHS = (2, 3, 4, 3, 3)
+#: The archs :meth:`OFASpace.named` knows.
+OFA_NAMES = ("largest", "smallest", "mobilenet_v2")
 
 
 class SqueezeExcite(nn.Module):
@@ -293,9 +295,9 @@ class OFASpace(SearchSpace):
             return self._uniform(self.kernels[0], self.expands[0], [self.depths[0]] * n)
         if name == "mobilenet_v2":
             if 3 not in self.kernels or 6 not in self.expands:
-                raise KeyError("mobilenet_v2 needs kernel 3 and expansion 6 among this space's candidates")
+                raise InvalidArchError("mobilenet_v2 needs kernel 3 and expansion 6 among this space's candidates")
             return self._uniform(3, 6, [min(self.depths, key=lambda c: abs(c - d)) for d in _MOBILENET_V2_DEPTHS])
-        raise KeyError(f"OFASpace has no named arch {name!r}; known: largest, smallest, mobilenet_v2")
+        raise KeyError(f"OFASpace has no named arch {name!r}; known: {', '.join(OFA_NAMES)}")
 
     def format(self, arch: Arch) -> str:
         """The active blocks, ``kKeE`` joined by ``-`` within a stage and ``_`` between stages."""
@@ -309,8 +311,11 @@ class OFASpace(SearchSpace):
         return "_".join(stages)
 
     def parse(self, text: str) -> Arch:
-        """Read :meth:`format`'s notation (inactive blocks take the largest values) or JSON."""
+        """Read :meth:`format`'s notation (inactive blocks take the largest values), a name of
+        :meth:`named`, or JSON."""
         text = text.strip()
+        if text in OFA_NAMES:
+            return self.named(text)
         if text.startswith("{"):
             return super().parse(text)
         stages = text.split("_")

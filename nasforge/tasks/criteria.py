@@ -216,6 +216,8 @@ class UserCriterion(Criterion):
 
 
 def _label_smoothing(smoothing: float = 0.1) -> CrossEntropy:
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1); got {smoothing}")
     return CrossEntropy(label_smoothing=smoothing)
 
 
