@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,15 +26,37 @@ from nasforge.runner.loop import SearchResult
 
 __all__ = ["main"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+class _Console(Console):
+    """A rich console that wraps only on a terminal: logs, pipes and files get one line per
+    message, whatever the terminal's width or the length of the paths printed."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(_UNWRAPPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+_UNWRAPPED_WIDTH = 100_000
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 log = logging.getLogger("nasforge")
 
 
 def _setup_logging(run_dir: Path | None, verbose: bool) -> None:
     log.handlers.clear()
     log.setLevel(logging.DEBUG)
-    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.addHandler(handler)
     if run_dir is not None:

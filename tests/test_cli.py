@@ -266,3 +266,13 @@ def test_train_init_from_a_run_without_a_supernet_fails_before_announcing_traini
     captured = capsys.readouterr()
     assert "holds no supernet checkpoint" in captured.err + captured.out
     assert "training" not in captured.out
+
+
+def test_output_to_a_pipe_is_never_wrapped(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logs and pipes get one line per message, whatever the terminal's width or the path's length."""
+    monkeypatch.setenv("COLUMNS", "30")
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
+    deep.mkdir(parents=True)
+    out = deep / "config.yaml"
+    assert main(["gen-config", "--space", "nb201", "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out.splitlines()
