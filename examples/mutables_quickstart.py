@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasforge import mutables as nm
+import nasforge.nn as nm
 from nasforge.estimators.scratch import ScratchTraining
 from nasforge.objectives.basic import SingleMetric
 from nasforge.runner.loop import run_search

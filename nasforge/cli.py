@@ -317,7 +317,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from nasforge.runner.final import load_model_folder
+    from nasforge.tasks.model_folder import load_model_folder
     from nasforge.tasks.training import evaluate
 
     folder = load_model_folder(args.model_dir)
@@ -330,7 +330,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from nasforge.export import export_model
-    from nasforge.runner.final import load_model_folder
+    from nasforge.tasks.model_folder import load_model_folder
 
     folder = load_model_folder(args.model_dir)
     example = torch.randn(2, *folder.input_shape[1:])

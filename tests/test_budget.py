@@ -20,15 +20,15 @@ from nasforge.core.trial import Result
 from nasforge.estimators.supernet import SupernetEstimator
 from nasforge.hardware.lut import CostBudget, CostTable, build_cost_table, load_cost_table
 from nasforge.hardware.profile import profile_space
+from nasforge.nn.counters import count_flops, count_params
+from nasforge.nn.mixed import MixedOp, Supernet
 from nasforge.objectives.basic import SingleMetric
-from nasforge.objectives.counters import count_flops, count_params
 from nasforge.runner import Budget, Runner
 from nasforge.spaces.mobilenet_spaces import FBNetSpace, MnasNetSpace, ProxylessSpace, SPOSSpace
 from nasforge.spaces.nb201 import NB201Space
 from nasforge.strategies.constrained import ConstrainedEvolution, RejectionRandomSearch
 from nasforge.strategies.generator import ArchitectureGenerator
-from nasforge.supernet.mixed import LayerChoice, Supernet
-from nasforge.tasks.data import DataSplits
+from nasforge.tasks.splits import DataSplits
 from nasforge.testing import drive
 
 OPS = ("skip", "conv3", "conv5")
@@ -61,7 +61,7 @@ class ChainSpace(SearchSpace):
         return self._network([self._op(str(arch[f"layer{i}"])) for i in range(self.n)])
 
     def supernet(self) -> Supernet:
-        layers: list[nn.Module] = [LayerChoice(f"layer{i}", {op: self._op(op) for op in OPS}) for i in range(self.n)]
+        layers: list[nn.Module] = [MixedOp(f"layer{i}", {op: self._op(op) for op in OPS}) for i in range(self.n)]
         return Supernet(self._network(layers))
 
 

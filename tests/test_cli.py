@@ -67,7 +67,7 @@ def check_export_without_nasforge(model_dir: Path, export_dir: Path) -> None:
     """The exported model loads and reproduces the trained one where nasforge cannot be imported."""
     import torch
 
-    from nasforge.runner.final import load_model_folder
+    from nasforge.tasks.model_folder import load_model_folder
 
     folder = load_model_folder(model_dir)
     x = torch.randn(3, *folder.input_shape[1:])

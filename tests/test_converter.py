@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from nasforge import mutables as nm
-from nasforge.convert import (
+import nasforge.nn as nm
+from nasforge.core.arch import Arch
+from nasforge.core.errors import ConfigError
+from nasforge.nn.convert import (
     ORIGINAL,
     InheritWeights,
     Reinitialise,
@@ -24,8 +26,6 @@ from nasforge.convert import (
     rule_from,
     transfer_weights,
 )
-from nasforge.core.arch import Arch
-from nasforge.core.errors import ConfigError
 from nasforge.objectives.basic import SingleMetric
 from nasforge.runner.loop import run_search
 from nasforge.strategies.random_search import RandomSearch
@@ -272,8 +272,8 @@ def test_differentiable_methods_search_converted_elastic_models(tmp_path: Path) 
     """A converted model with an op choice and elastic widths and depths gets an ElasticSupernet:
     one-hot weights compute the single path exactly, and DARTS (the dnas estimator) searches it."""
     from nasforge.estimators.dnas import DifferentiableSupernetEstimator
-    from nasforge.strategies.differentiable import DARTS
-    from nasforge.supernet.elastic import ElasticSupernet
+    from nasforge.nn.elastic import ElasticSupernet
+    from nasforge.strategies.darts import DARTS
     from nasforge.tasks.datasets import Digits
 
     with_op = convert_model(_resnet(), {"name": "stem.0"}, ["conv5x5"], input_shape=(1, 8, 8))

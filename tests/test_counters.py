@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nasforge.objectives.counters import count_flops, count_macs, count_params
-from nasforge.ops.primitives import OPS, FactorizedReduce, ReLUConvBN, ResNetBasicBlock, Zero
+from nasforge.nn.counters import count_flops, count_macs, count_params
+from nasforge.nn.ops import OPS, FactorizedReduce, ReLUConvBN, ResNetBasicBlock, Zero
 
 
 def test_conv_with_bias() -> None:

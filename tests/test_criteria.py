@@ -230,9 +230,9 @@ def test_own_dataset_loss_and_metric_through_run_search_and_final_training(user_
     import sys
 
     from nasforge.core import registry
+    from nasforge.core.registry import ComponentSpec
     from nasforge.estimators.scratch import ScratchTraining
     from nasforge.objectives.basic import SingleMetric
-    from nasforge.runner.config import ComponentSpec
     from nasforge.runner.final import train_final
     from nasforge.runner.loop import run_search
     from nasforge.strategies.random_search import RandomSearch
@@ -263,8 +263,8 @@ def test_own_dataset_loss_and_metric_through_run_search_and_final_training(user_
 
 def test_bad_user_functions_are_named(user_task) -> None:  # type: ignore[no-untyped-def]
     from nasforge.core.errors import CheckpointError
-    from nasforge.runner.final import load_teacher
     from nasforge.tasks.datasets import CustomDataset
+    from nasforge.tasks.model_folder import load_teacher
     from nasforge.tasks.training import evaluate_model
 
     with pytest.raises(ValueError, match="criterion 'my_task:nope': my_task has no function 'nope'"):

@@ -15,19 +15,13 @@ from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError, InvalidArchError
 from nasforge.core.registry import create, get
 from nasforge.export import export_model
-from nasforge.objectives.counters import count_macs
-from nasforge.ops.primitives import OPS, DilConv, SepConv
-from nasforge.spaces.darts import (
-    DARTS_OPS,
-    ENAS_OPS,
-    DartsNetwork,
-    DartsSpace,
-    DartsSupernet,
-    darts_network,
-    drop_path,
-)
+from nasforge.nn.counters import count_macs
+from nasforge.nn.mixed import MixedOp
+from nasforge.nn.ops import OPS, DilConv, SepConv
+from nasforge.spaces.darts_cells import DARTS_OPS, ENAS_OPS, DartsSpace
+from nasforge.spaces.darts_network import DartsNetwork, darts_network, drop_path
+from nasforge.spaces.darts_supernet import DartsSupernet
 from nasforge.spaces.genotypes import GENOTYPES, Genotype, get_genotype, parse_genotype
-from nasforge.supernet.mixed import LayerChoice
 
 #: DARTS_V2 exactly as the DARTS repository's genotypes.py writes it.
 DARTS_V2_TEXT = (
@@ -326,7 +320,7 @@ def test_supernet_single_path_equals_its_exported_child(tmp_path: Path) -> None:
         supernet.activate(arch)
         expected = supernet(x)
         child = supernet.export(arch)
-        assert type(child) is DartsNetwork and not any(isinstance(m, LayerChoice) for m in child.modules())
+        assert type(child) is DartsNetwork and not any(isinstance(m, MixedOp) for m in child.modules())
         assert not set(map(id, child.parameters())) & set(map(id, supernet.parameters()))
         assert torch.allclose(child.eval()(x), expected, atol=1e-5, rtol=0)
     export_model(child, x, tmp_path / "child")

@@ -14,8 +14,8 @@ import torch
 
 from nasforge.core.errors import ConfigError, DataNotFoundError, NasforgeError
 from nasforge.core.registry import create, names
-from nasforge.tasks.data import DataSplits
 from nasforge.tasks.datasets import read_idx, stratified_subset
+from nasforge.tasks.splits import DataSplits
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -20,16 +20,19 @@ from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
 from nasforge.core.space import SearchSpace
 from nasforge.estimators.dnas import ALPHAS_FILE, DifferentiableSupernetEstimator
+from nasforge.nn.mixed import MixedOp, Supernet
+from nasforge.nn.partial import PartialChannelChoice, PartialChannelOp
 from nasforge.objectives.basic import SingleMetric
+from nasforge.oneshot.bilevel import unrolled_gradient
+from nasforge.oneshot.trainer import as_tensors
 from nasforge.runner.loop import CHECKPOINT_FILE, Budget, Runner
-from nasforge.spaces.darts import DartsSpace
+from nasforge.spaces.darts_cells import DartsSpace
 from nasforge.spaces.nb201 import NB201Space
-from nasforge.strategies.differentiable import GDAS, PCDARTS, PDARTS, ProxylessNAS
-from nasforge.supernet.dnas import unrolled_gradient
-from nasforge.supernet.mixed import LayerChoice, Supernet
-from nasforge.supernet.partial import PartialChannelChoice, PartialChannelOp
-from nasforge.supernet.train import as_tensors
-from nasforge.tasks.data import DataSplits
+from nasforge.strategies.gdas import GDAS
+from nasforge.strategies.pcdarts import PCDARTS
+from nasforge.strategies.pdarts import PDARTS
+from nasforge.strategies.proxyless import ProxylessNAS
+from nasforge.tasks.splits import DataSplits
 from nasforge.testing import ToySpace
 
 METHODS = ("darts", "gdas", "snas", "proxyless")
@@ -59,7 +62,7 @@ class OneEdgeSpace(SearchSpace):
 
     def supernet(self) -> Supernet:
         return Supernet(
-            nn.Sequential(LayerChoice("op", {"zero": Scale(0.0), "negate": Scale(-1.0), "copy": Scale(1.0)}))
+            nn.Sequential(MixedOp("op", {"zero": Scale(0.0), "negate": Scale(-1.0), "copy": Scale(1.0)}))
         )
 
 
@@ -377,7 +380,7 @@ def test_pdarts_deepens_the_supernet_and_drops_the_weakest_ops_per_stage() -> No
         assert kept == sorted(ranked[:3]), name
     assert all(len(w.nonzero()) == 3 for w in pd.weights("weights").values())
     assert pd.paths() == pd.kept
-    layer = next(m for _, m in estimator.supernet.choice_modules() if isinstance(m, LayerChoice))  # type: ignore[union-attr]
+    layer = next(m for _, m in estimator.supernet.choice_modules() if isinstance(m, MixedOp))  # type: ignore[union-attr]
     assert layer.dropout == {layer.values.index("skip_connect"): pytest.approx(0.5 / 2)}
 
 
@@ -458,7 +461,7 @@ class SameOutputSpace(OneEdgeSpace):
     values = ("cheap", "mid", "dear")
 
     def supernet(self) -> Supernet:
-        return Supernet(nn.Sequential(LayerChoice("op", {v: Scale(1.0) for v in self.values})))
+        return Supernet(nn.Sequential(MixedOp("op", {v: Scale(1.0) for v in self.values})))
 
 
 def latency_table(path: Path, costs: Mapping[str, float], overhead: float = 0.0) -> Path:
@@ -701,7 +704,7 @@ def test_resume_of_a_cdarts_search_restores_its_evaluation_network(tmp_path: Pat
 
 def test_cell_dot_names_the_input_and_output_nodes() -> None:
     from nasforge.plots import cell_dot
-    from nasforge.spaces.darts import DartsSpace
+    from nasforge.spaces.darts_cells import DartsSpace
     from nasforge.spaces.nb201 import NB201Space
 
     darts = cell_dot(DartsSpace().parse("DARTS_V2"))

@@ -12,9 +12,9 @@ from nasforge.core import registry
 from nasforge.core.errors import ConfigError
 from nasforge.hardware.costmodels import COST_MODELS, BlockFeatures, evaluate, make_cost_model
 from nasforge.hardware.profile import LatencyTable, measure_model, profile_space
+from nasforge.nn.counters import count_flops
+from nasforge.nn.ops import OPS
 from nasforge.objectives.basic import SingleMetric
-from nasforge.objectives.counters import count_flops
-from nasforge.ops.primitives import OPS
 from nasforge.runner import Budget, Runner
 from nasforge.spaces.nb201 import NB201_OPS, NB201Space
 from nasforge.strategies.random_search import RandomSearch
@@ -123,7 +123,8 @@ def test_whole_networks_are_measured_with_the_tables_threads(
     """`profile --check` and `costmodel fit|eval` time whole networks as the table's blocks were."""
     import nasforge.hardware.fitting as fitting
     import nasforge.hardware.profile as profile
-    from nasforge.hardware.profile import pinned_threads, table_vs_measured
+    from nasforge.core.threads import pinned_threads
+    from nasforge.hardware.profile import table_vs_measured
 
     space, path = small_table
     table = LatencyTable.load(path)
@@ -291,8 +292,8 @@ def test_one_shot_search_under_a_latency_bound_never_trains_nor_proposes_a_slow_
     digits_table: Path, rule: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from nasforge.estimators.supernet import SupernetEstimator
+    from nasforge.oneshot.trainer import SupernetTrainer
     from nasforge.strategies.evolution import RegularizedEvolution
-    from nasforge.supernet.train import SupernetTrainer
     from nasforge.tasks.datasets import Digits
 
     space, bound = _bounded(digits_table, 0.3)

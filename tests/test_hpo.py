@@ -15,6 +15,7 @@ from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError, InvalidArchError
 from nasforge.core.estimator import Context
+from nasforge.core.seeding import seeded
 from nasforge.core.trial import TrialStatus
 from nasforge.estimators.command import CommandEstimator, CommandFailed
 from nasforge.objectives.basic import SingleMetric
@@ -22,7 +23,7 @@ from nasforge.runner.loop import run_search
 from nasforge.spaces.hparams import apply_hparams, architecture_of, hparams_of
 from nasforge.tasks.augment import augment_batch, random_crop, random_flip
 from nasforge.tasks.datasets import Digits
-from nasforge.tasks.training import TrainSettings, seeded
+from nasforge.tasks.training import TrainSettings
 from nasforge.testing import SyntheticEstimator, drive
 from nasforge.testing.conformance import make_strategy, objective_for
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nasforge import mutables as nm
+import nasforge.nn as nm
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.objectives.basic import SingleMetric
@@ -240,7 +240,7 @@ def test_dnas_rejects_a_model_space_without_weighted_mode_up_front() -> None:
 
     from nasforge.core.errors import ConfigError
     from nasforge.estimators.dnas import DifferentiableSupernetEstimator
-    from nasforge.mutables import Conv2d, ModelSpace, ValueChoice
+    from nasforge.nn import Conv2d, ModelSpace, ValueChoice
 
     net = nn.Sequential(Conv2d(1, ValueChoice([4, 8], label="width"), 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with pytest.raises(ConfigError, match="estimator 'dnas'"):

@@ -16,8 +16,8 @@ from torch.fx import symbolic_trace
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError, InvalidArchError
 from nasforge.core.registry import create, get
-from nasforge.objectives.counters import count_flops, count_params
-from nasforge.ops.primitives import Zero
+from nasforge.nn.counters import count_flops, count_params
+from nasforge.nn.ops import Zero
 from nasforge.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Cell, NB201Network, NB201Space
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

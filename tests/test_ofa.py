@@ -13,12 +13,10 @@ from torch import nn
 from nasforge.cli import main
 from nasforge.core import registry
 from nasforge.core.errors import ConfigError
-from nasforge.core.seeding import derive_seed
+from nasforge.core.seeding import derive_seed, seeded
 from nasforge.hardware.lut import build_cost_table
-from nasforge.mutables import ModelSpace, ValueChoice, freeze
-from nasforge.objectives.counters import count_flops
-from nasforge.spaces.ofa import OFASpace
-from nasforge.supernet.elastic import (
+from nasforge.nn.counters import count_flops
+from nasforge.nn.elastic import (
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticSequential,
@@ -27,15 +25,17 @@ from nasforge.supernet.elastic import (
     elastic_kinds,
     reorganize_channels,
 )
-from nasforge.supernet.shrinking import (
+from nasforge.nn.model_space import ModelSpace
+from nasforge.nn.mutables import ValueChoice, freeze
+from nasforge.oneshot.progressive_shrinking import (
     ProgressiveShrinking,
     ShrinkingTrainer,
     ShrinkStage,
     StagePlan,
     distillation_loss,
 )
-from nasforge.supernet.train import SupernetSettings
-from nasforge.tasks.training import seeded
+from nasforge.oneshot.trainer import SupernetSettings
+from nasforge.spaces.ofa import OFASpace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,7 +243,7 @@ def test_each_step_trains_largest_and_smallest_with_the_stage_open(monkeypatch: 
     assert seen == [space.named("largest")] * 2
     seen.clear()
     sorted_calls: list[object] = []
-    monkeypatch.setattr("nasforge.supernet.shrinking.reorganize_channels", lambda net, trained: sorted_calls.append(trained))
+    monkeypatch.setattr("nasforge.oneshot.progressive_shrinking.reorganize_channels", lambda net, trained: sorted_calls.append(trained))
     for _ in range(3):
         trainer.train_epoch(train)
     steps = [seen[i : i + 3] for i in range(0, len(seen), 3)]

@@ -12,8 +12,8 @@ import yaml
 
 from nasforge.cli import main
 from nasforge.core.errors import CheckpointError, ConfigError
+from nasforge.core.threads import pinned_threads
 from nasforge.core.trial import Trial
-from nasforge.hardware.profile import pinned_threads
 from nasforge.runner.loop import SearchResult
 from nasforge.runner.pipeline import DONE_FILE, PipelineConfig, load_pipeline, load_run, plan, run_pipeline
 

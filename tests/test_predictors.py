@@ -16,7 +16,7 @@ from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
 from nasforge.core.strategy import Strategy
 from nasforge.objectives.basic import Pareto, SingleMetric
-from nasforge.spaces.encodings import get_encoder, is_cell_space
+from nasforge.predictors.encodings import get_encoder, is_cell_space
 from nasforge.spaces.nb201 import NB201Space
 from nasforge.testing import SyntheticEstimator, ToySpace, drive, toy_score
 

@@ -17,15 +17,15 @@ from nasforge.core.atomic import load_checkpoint
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context
 from nasforge.estimators.supernet import SUPERNET_DIR, SupernetEstimator, inherited_child
+from nasforge.nn.counters import count_flops, count_params
 from nasforge.objectives.basic import SingleMetric
-from nasforge.objectives.counters import count_flops, count_params
+from nasforge.oneshot.rules import RULES, get_rule
+from nasforge.oneshot.trainer import recalibrate_bn
 from nasforge.runner import Budget, Runner
 from nasforge.runner.final import initial_model
 from nasforge.spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Network, NB201Space
 from nasforge.strategies.evolution import RegularizedEvolution
 from nasforge.strategies.reinforce import Reinforce
-from nasforge.supernet.rules import RULES, get_rule
-from nasforge.supernet.train import recalibrate_bn
 from nasforge.tasks.training import TrainSettings, train_model
 from nasforge.testing import ToySpace
 
@@ -183,7 +183,7 @@ def test_bn_recalibration_changes_the_score(space: NB201Space, digits) -> None:
 
 @pytest.mark.parametrize("rule", ["spos", "fairnas"])
 def test_killed_supernet_training_resumes_to_identical_weights(space: NB201Space, digits, tmp_path: Path, rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nasforge.supernet.train import SupernetTrainer
+    from nasforge.oneshot.trainer import SupernetTrainer
 
     ctx = Context(space=space, data=digits, seed=11, run_dir=tmp_path / "killed")
     reference = _estimator(space, rule=rule, epochs=3)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nasforge.core.errors import ConfigError
-from nasforge.reporting import machine_summary
+from nasforge.hardware.machine import machine_summary
 from nasforge.spaces.nb201 import NB201Space
 
 REPO = Path(__file__).resolve().parents[1]

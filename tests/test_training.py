@@ -14,7 +14,7 @@ from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
 from nasforge.core.registry import create
-from nasforge.tasks.data import DataSplits
+from nasforge.tasks.splits import DataSplits
 from nasforge.tasks.training import TrainSettings, evaluate, train_model
 from nasforge.testing import ToySpace
 

@@ -22,11 +22,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from nasforge.reporting import cpu_model, write_doc_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import cpu_model, write_doc_section  # noqa: E402
 
 SECTION = "darts_memory"
 METHODS = ("darts", "pcdarts", "gdas", "proxyless")
@@ -48,7 +50,7 @@ def measure(space_name: str, method: str, batch: int, steps: int) -> dict[str, f
     from nasforge.core.estimator import Context
     from nasforge.estimators.dnas import DifferentiableSupernetEstimator
     from nasforge.objectives.basic import SingleMetric
-    from nasforge.tasks.data import DataSplits
+    from nasforge.tasks.splits import DataSplits
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

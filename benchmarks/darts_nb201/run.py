@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import machine_summary, write_doc_section  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SECTION = "darts_nb201"
@@ -191,8 +194,6 @@ def _outcome(by_method: dict[str, list[dict[str, Any]]], plan: dict[str, Any]) -
 
 def report(rows: list[dict[str, Any]], plan_name: str, plan: dict[str, Any], device: str, wall: float) -> str:
     """The docs section: our table, the published one, the cells found."""
-    from nasforge.reporting import machine_summary
-
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
@@ -298,8 +299,6 @@ def main() -> None:
     body = report(rows, plan_name, {**plan, "seeds": seeds}, args.device, wall)
     print(body)
     if not (args.quick or args.no_docs):
-        from nasforge.reporting import write_doc_section
-
         write_doc_section(SECTION, body)
 
 

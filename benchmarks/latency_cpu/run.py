@@ -31,6 +31,7 @@ Measure on an otherwise idle machine: other jobs on the cores are noise in every
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -51,8 +52,10 @@ from nasforge.core.errors import ConfigError
 from nasforge.hardware.costmodels import COST_MODELS, evaluate, make_cost_model
 from nasforge.hardware.fitting import distinct_archs, table_features
 from nasforge.hardware.profile import LatencyTable, measure_model, profile_space
-from nasforge.reporting import machine_summary, write_doc_section
 from nasforge.spaces.mobilenet_spaces import ProxylessSpace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import machine_summary, write_doc_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 INPUT_SHAPE = (1, 3, 32, 32)

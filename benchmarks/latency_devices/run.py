@@ -30,6 +30,7 @@ whole-millisecond latencies), no model fitted on 100 of them can rank much bette
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per fit: the machine's cores are shared
 
@@ -49,7 +50,9 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 
 from nasforge.hardware.costmodels import BlockFeatures, evaluate, make_cost_model
-from nasforge.reporting import cpu_model, write_doc_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import cpu_model, write_doc_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -71,8 +74,8 @@ def _read(path: Path) -> tuple[list[str], list[list[str]]]:
 
 def nb201() -> tuple[BlockFeatures, dict[str, np.ndarray]]:
     """NB201 cells: one token per edge (its op) and each op's FLOPs summed over the network."""
-    from nasforge.objectives.counters import count_flops
-    from nasforge.ops.primitives import OPS
+    from nasforge.nn.counters import count_flops
+    from nasforge.nn.ops import OPS
     from nasforge.spaces.nb201 import NB201_OPS
 
     header, rows = _read(DATA / "nb201" / "help_nb201_latency_ms.csv.gz")

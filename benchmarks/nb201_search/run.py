@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -30,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from nasforge.reporting import BENCHMARKS_DOC, machine_summary, write_doc_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import BENCHMARKS_DOC, machine_summary, write_doc_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -38,17 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import BENCHMARKS_DOC, machine_summary, write_doc_section
+
 from nasforge.core import registry
 from nasforge.core.estimator import Context
 from nasforge.core.seeding import derive_seed
-from nasforge.estimators.ofa import OFAEstimator
+from nasforge.estimators.ofa_supernet import OFAEstimator
 from nasforge.hardware.lut import CostTable, build_cost_table
-from nasforge.reporting import BENCHMARKS_DOC, machine_summary, write_doc_section
+from nasforge.oneshot.progressive_shrinking import ShrinkStage
 from nasforge.runner.final import initial_model
 from nasforge.runner.loop import Budget, Runner
 from nasforge.spaces.ofa import OFASpace
-from nasforge.supernet.shrinking import ShrinkStage
-from nasforge.tasks.data import DataSplits
+from nasforge.tasks.splits import DataSplits
 from nasforge.tasks.training import TrainSettings, evaluate, train_model
 
 HERE = Path(__file__).resolve().parent

@@ -19,16 +19,19 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nasforge.reporting import cpu_model, write_doc_section
+from nasforge.oneshot.rules import get_rule
+from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer
 from nasforge.spaces.nb201 import NB201Space
-from nasforge.supernet.rules import get_rule
-from nasforge.supernet.train import SupernetSettings, SupernetTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import cpu_model, write_doc_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = "supernet_overhead"

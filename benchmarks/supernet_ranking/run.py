@@ -52,13 +52,15 @@ from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
-from nasforge.core.seeding import derive_seed
-from nasforge.objectives.counters import count_params
-from nasforge.reporting import BENCHMARKS_DOC, machine_summary, write_doc_section
+from nasforge.core.seeding import derive_seed, seeded
+from nasforge.nn.counters import count_params
+from nasforge.oneshot.rules import get_rule
 from nasforge.spaces.nb201 import NB201_EDGES, NB201Space
-from nasforge.supernet.rules import get_rule
-from nasforge.tasks.data import DataSplits
-from nasforge.tasks.training import TrainSettings, evaluate, seeded, train_model
+from nasforge.tasks.splits import DataSplits
+from nasforge.tasks.training import TrainSettings, evaluate, train_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared reporting module
+from reporting import BENCHMARKS_DOC, machine_summary, write_doc_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from nasforge.core.errors import ConfigError, UnknownComponentError
 
 __all__ = [
     "KINDS",
+    "ComponentSpec",
     "Registration",
     "register",
     "get",
@@ -56,11 +58,29 @@ KINDS: dict[str, str] = {
     "strategy": "nasforge.strategies",
     "estimator": "nasforge.estimators",
     "objective": "nasforge.objectives",
-    "predictor": "nasforge.estimators",
+    "predictor": "nasforge.predictors",
     "dataset": "nasforge.tasks",
 }
 
 T = TypeVar("T")
+
+
+class ComponentSpec(BaseModel):
+    """``{type: NAME, **options}``; a bare string ``NAME`` is short for ``{type: NAME}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Everything but ``type``: the component's constructor options."""
+        return dict(self.model_extra or {})
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["derive_seed", "seed_everything"]
+__all__ = ["derive_seed", "seed_everything", "seeded"]
 
 
 def derive_seed(run_seed: int, *keys: int | str) -> int:
@@ -25,3 +27,21 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int, device: str = "cpu") -> Iterator[None]:
+    """Run a block with torch's CPU generator (and ``device``'s, if CUDA) seeded by ``seed``.
+
+    The generators' states are restored on leaving, so code outside is unaffected.
+    """
+    import torch
+
+    target = torch.device(device)
+    on_cuda = target.type == "cuda"
+    with torch.random.fork_rng(devices=[target] if on_cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if on_cuda:
+            with torch.cuda.device(target):
+                torch.cuda.manual_seed(seed)
+        yield

@@ -1,6 +1,7 @@
 """The search-strategy contract: ask for archs, be told their trials, save and restore state.
 
-Strategies never evaluate, store or schedule anything; the runner does (STYLE.md, point 2).
+Strategies never evaluate, store or schedule anything; the runner does (as Optuna's samplers leave
+that to the study).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Data: as in DARTS, the training split is cut in two halves, the first for the we
 second for the architecture (bilevel methods); ``ctx.data.valid`` is left for scoring derived
 archs. Single-level methods (SNAS) train both on the first half. A strategy may ask for another
 share (FBNet: a fifth for the architecture) and for warm-up epochs without architecture steps
-(:class:`~nasforge.supernet.dnas.SearchPlan`); CDARTS adds an evaluation network
-(:class:`~nasforge.supernet.dnas.Cyclic`), saved with the supernet.
+(:class:`~nasforge.oneshot.bilevel.SearchPlan`); CDARTS adds an evaluation network
+(:class:`~nasforge.oneshot.bilevel.Cyclic`), saved with the supernet.
 
 Files: after every epoch ``RUN_DIR/dnas/epoch-NNNN.pt`` (written atomically) holds the supernet,
 its optimiser and the strategy's architecture state, and ``RUN_DIR/alphas.jsonl`` one line per
@@ -39,14 +39,14 @@ from nasforge.core.differentiable import ArchParameters, edge_choices
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
-from nasforge.core.seeding import derive_seed
+from nasforge.core.seeding import derive_seed, seeded
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
-from nasforge.objectives.counters import count_flops, count_params
-from nasforge.supernet.dnas import Cyclic, SearchPlan, gradients, unrolled_gradient
-from nasforge.supernet.mixed import LayerChoice, Supernet
-from nasforge.supernet.train import as_tensors, recalibrate_bn
-from nasforge.tasks.training import evaluate, seeded
+from nasforge.nn.counters import count_flops, count_params
+from nasforge.nn.mixed import MixedOp, Supernet
+from nasforge.oneshot.bilevel import Cyclic, SearchPlan, gradients, unrolled_gradient
+from nasforge.oneshot.trainer import as_tensors, recalibrate_bn
+from nasforge.tasks.training import evaluate
 
 __all__ = ["DifferentiableSupernetEstimator", "DNAS_DIR", "ALPHAS_FILE"]
 
@@ -90,7 +90,7 @@ class DifferentiableSupernetEstimator(Estimator):
         order: 1 (first-order DARTS) or 2 (second order).
         batch_size: minibatch size of both steps.
         arch_fraction: share of the training split for the architecture steps (bilevel methods);
-            None: the strategy's (:class:`~nasforge.supernet.dnas.SearchPlan`), else one half.
+            None: the strategy's (:class:`~nasforge.oneshot.bilevel.SearchPlan`), else one half.
         lr, lr_min: the weights' cosine schedule.
         momentum, weight_decay, grad_clip: SGD settings and gradient-norm clip of the weights.
         bn_batches: training minibatches re-estimating batch norm before scoring.
@@ -226,7 +226,7 @@ class DifferentiableSupernetEstimator(Estimator):
         edges = edge_choices(self.space)
         name = _space_name(self.space)
         for _, module in supernet.choice_modules():
-            if not isinstance(module, LayerChoice):
+            if not isinstance(module, MixedOp):
                 raise ConfigError(
                     f"space {name!r}: its supernet has an input choice {module.name!r}; differentiable search "
                     "needs every decision to be an op choice on an edge (a space method edge_choices() listing them)"
@@ -259,7 +259,7 @@ class DifferentiableSupernetEstimator(Estimator):
         paths = arch.paths()
         if paths is not None:
             for _, module in self.supernet.choice_modules():
-                if isinstance(module, LayerChoice):
+                if isinstance(module, MixedOp):
                     module.restrict(paths[module.name])
 
     def _logits(self, arch: ArchParameters, step: Literal["weights", "arch"], images: Tensor) -> Tensor:
@@ -288,7 +288,7 @@ class DifferentiableSupernetEstimator(Estimator):
         a_order = torch.randperm(len(ay), generator=generator).to(ctx.device)
         dropout = arch.op_dropout()
         for _, module in supernet.choice_modules():
-            if isinstance(module, LayerChoice):
+            if isinstance(module, MixedOp):
                 module.set_dropout(dropout)
         if searching and isinstance(arch, Cyclic):
             self._train_evaluator(arch, wx, wy, w_order, lr / self.lr)

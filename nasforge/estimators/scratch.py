@@ -15,14 +15,15 @@ from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
+from nasforge.core.seeding import seeded
 from nasforge.core.trial import Result
-from nasforge.objectives.counters import count_flops, count_params
-from nasforge.runner.final import load_teacher
+from nasforge.nn.counters import count_flops, count_params
 from nasforge.spaces.hparams import apply_hparams, hparams_of
 from nasforge.tasks.augment import AugmentPolicy
 from nasforge.tasks.criteria import CriterionName, UserFunction
-from nasforge.tasks.data import DataSplits
-from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, seeded, train_model
+from nasforge.tasks.model_folder import load_teacher
+from nasforge.tasks.splits import DataSplits
+from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, train_model
 
 __all__ = ["ScratchTraining"]
 

@@ -2,7 +2,7 @@
 
 Phase 1, :meth:`SupernetEstimator.update`: the first call trains the space's supernet on the
 training split for ``epochs`` under a rule (SPOS, FairNAS, RSPS; see
-:mod:`nasforge.supernet.rules`), writing a checkpoint after every epoch; later calls do
+:mod:`nasforge.oneshot.rules`), writing a checkpoint after every epoch; later calls do
 nothing. Phase 2, :meth:`SupernetEstimator.estimate`: activate the arch's path, recalibrate
 batch norm on training minibatches, score on the validation split. Any discrete strategy
 (random, evolution, local search, ...) searches on it unchanged.
@@ -46,16 +46,16 @@ from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import register
-from nasforge.core.seeding import derive_seed
+from nasforge.core.seeding import derive_seed, seeded
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
-from nasforge.objectives.counters import count_flops, count_params
-from nasforge.supernet.dnas import gradients
-from nasforge.supernet.mixed import Supernet
-from nasforge.supernet.rules import TrainingRule, get_rule
-from nasforge.supernet.train import SupernetSettings, SupernetTrainer, as_tensors
+from nasforge.nn.counters import count_flops, count_params
+from nasforge.nn.mixed import Supernet
+from nasforge.oneshot.bilevel import gradients
+from nasforge.oneshot.rules import TrainingRule, get_rule
+from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer, as_tensors
 from nasforge.tasks.criteria import CriterionName, make_criterion
-from nasforge.tasks.training import Momentum, seeded
+from nasforge.tasks.training import Momentum
 
 __all__ = ["SupernetEstimator", "inherited_child", "supernet_checkpoints", "require_supernet", "SUPERNET_DIR"]
 
@@ -125,7 +125,7 @@ class _Slots:
 class SupernetEstimator(Estimator):
     """Weight sharing: score archs with the weights of one supernet trained under a rule.
 
-    Options left unset (null) take the rule's default (:mod:`nasforge.supernet.rules`):
+    Options left unset (null) take the rule's default (:mod:`nasforge.oneshot.rules`):
 
     ======== ====== ========== ===== ============ ========== ============
     rule     epochs batch_size lr    weight_decay bn_batches eval_batches

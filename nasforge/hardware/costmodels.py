@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nasforge.core.errors import ConfigError
-from nasforge.estimators.predictors import GradientBoostedTrees, MLPEnsemble
+from nasforge.predictors.models import GradientBoostedTrees, MLPEnsemble
 
 __all__ = ["BlockFeatures", "CostModel", "COST_MODELS", "make_cost_model", "evaluate"]
 

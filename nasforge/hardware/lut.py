@@ -10,14 +10,14 @@ generator) and :meth:`~CostTable.bounds`.
 Decomposition. A space describes its layers by a method ``cost_layers(input_shape) ->
 list[CostLayer]``: each :class:`CostLayer` names the choices whose values select its candidate
 and maps each combination of values to the module that runs (None: nothing runs). Spaces without
-the method are decomposed through their supernet: every :class:`LayerChoice` module is a layer
+the method are decomposed through their supernet: every :class:`MixedOp` module is a layer
 selected by its own choice, with the input shape it sees in a forward pass (as
 :func:`~nasforge.hardware.profile.profile_space` does). Blockwise spaces, NB201 and DARTS cells
 decompose that way; a space whose choice modules nest (MnasNet's layer counts around its block
 choices, OFA's depth) writes ``cost_layers`` itself, with layers selected by two choices
 (block and depth) whose candidate is None where the depth drops the layer.
 
-Costs: FLOPs and parameters come from :mod:`nasforge.objectives.counters` applied to each
+Costs: FLOPs and parameters come from :mod:`nasforge.nn.counters` applied to each
 candidate at its input shape; the constant (stem, head, classifier) is the counter on one whole
 child minus its layers, so for spaces whose work is all inside modules ``predict`` equals the
 counters on the child exactly. Latency comes from a :class:`~nasforge.hardware.profile.LatencyTable`
@@ -47,8 +47,8 @@ from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
 from nasforge.hardware.profile import LatencyTable, choice_inputs, profile_space
-from nasforge.objectives.counters import count_flops, count_params
-from nasforge.supernet.mixed import LayerChoice
+from nasforge.nn.counters import count_flops, count_params
+from nasforge.nn.mixed import MixedOp
 
 __all__ = [
     "CostMetric",
@@ -107,7 +107,7 @@ def _key(values: Sequence[Value]) -> str:
 
 
 def _supernet_layers(space: SearchSpace, input_shape: Sequence[int]) -> list[CostLayer]:
-    """Every LayerChoice module of ``space.supernet()`` as a layer selected by its own choice."""
+    """Every MixedOp module of ``space.supernet()`` as a layer selected by its own choice."""
     if not callable(getattr(space, "supernet", None)):
         raise ConfigError(
             f"{type(space).__name__} has neither cost_layers() nor supernet(), so its archs cannot be split into layers"
@@ -116,10 +116,10 @@ def _supernet_layers(space: SearchSpace, input_shape: Sequence[int]) -> list[Cos
     paths = {id(module): path for path, module in supernet.choice_modules()}
     layers = []
     for module, shape in choice_inputs(space, supernet, (1, *input_shape)):
-        if not isinstance(module, LayerChoice):
+        if not isinstance(module, MixedOp):
             continue
         ops = [module.path_op(i) for i in range(len(module.values))]
-        if any(isinstance(m, LayerChoice) for op in ops for m in op.modules()):
+        if any(isinstance(m, MixedOp) for op in ops for m in op.modules()):
             raise ConfigError(
                 f"{type(space).__name__}: choice {module.name!r} holds other choices; nested choices do not split "
                 "into layers by themselves, so the space must describe its layers with a cost_layers() method"

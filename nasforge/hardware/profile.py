@@ -36,8 +36,7 @@ import statistics
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,12 @@ from nasforge.core.arch import Arch, Choice
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
-from nasforge.reporting import cpu_model
+from nasforge.core.threads import pinned_threads
+from nasforge.hardware.machine import cpu_model
 
 __all__ = [
     "LatencyTable",
     "device_description",
-    "pinned_threads",
     "measure_model",
     "measure_energy",
     "energy_counter",
@@ -108,18 +107,6 @@ def device_description(device: str = "cpu") -> dict[str, Any]:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
-
-
-@contextmanager
-def pinned_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with torch's CPU thread count set to ``threads`` (None: leave it)."""
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _median_ms(call: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -361,13 +348,13 @@ def choice_inputs(
 ) -> list[tuple[Any, tuple[int, ...]]]:
     """Every choice module of the supernet with the shape of its input (batch included), in forward
     order; a module run twice is listed twice. Shared by the latency and cost lookup tables."""
-    from nasforge.supernet.mixed import LayerChoice
+    from nasforge.nn.mixed import MixedOp
 
     seen: list[tuple[Any, tuple[int, ...]]] = []
     hooks = [
         module.register_forward_hook(lambda m, inputs, _out: seen.append((m, tuple(inputs[0].shape))))
         for module in supernet.modules()
-        if isinstance(module, LayerChoice)
+        if isinstance(module, MixedOp)
     ]
     try:
         supernet.activate(space.sample(np.random.default_rng(0)))  # type: ignore[operator]

@@ -24,14 +24,14 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from nasforge.core import registry
 from nasforge.core.errors import ConfigError
+from nasforge.core.registry import ComponentSpec
 from nasforge.runner.loop import Budget
 
 __all__ = [
-    "ComponentSpec",
     "ExperimentConfig",
     "load_config",
     "parse_config",
@@ -49,24 +49,6 @@ SECTION_KINDS: dict[str, str] = {
     "estimator": "estimator",
     "objective": "objective",
 }
-
-
-class ComponentSpec(BaseModel):
-    """``{type: NAME, **options}``; a bare string ``NAME`` is short for ``{type: NAME}``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    type: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, value: Any) -> Any:
-        return {"type": value} if isinstance(value, str) else value
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """Everything but ``type``: the component's constructor options."""
-        return dict(self.model_extra or {})
 
 
 class ExperimentConfig(BaseModel):

@@ -18,11 +18,12 @@ from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
+from nasforge.core.registry import ComponentSpec
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
-from nasforge.runner.config import SECTION_KINDS, ComponentSpec, ExperimentConfig, absolute_paths, dump_config
+from nasforge.runner.config import SECTION_KINDS, ExperimentConfig, absolute_paths, dump_config
 from nasforge.runner.loop import Runner, SearchResult
 
 __all__ = ["Experiment", "build_experiment", "resolve_device", "write_topk", "CONFIG_FILE", "TOPK_FILE"]

@@ -60,11 +60,12 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 from nasforge.core import registry
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
+from nasforge.core.registry import ComponentSpec
 from nasforge.core.seeding import derive_seed
+from nasforge.core.threads import pinned_threads
 from nasforge.core.trial import Trial
 from nasforge.hardware.latency import find_latency_model
-from nasforge.hardware.profile import pinned_threads
-from nasforge.runner.config import ComponentSpec, ExperimentConfig, parse_config
+from nasforge.runner.config import ExperimentConfig, parse_config
 from nasforge.runner.experiment import (
     TOPK_FILE,
     arch_from_text,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from nasforge.core.errors import InvalidArchError
-from nasforge.ops.primitives import OPS
+from nasforge.nn.ops import OPS
 
 __all__ = ["Genotype", "CELL_TYPES", "parse_genotype", "GENOTYPES", "get_genotype"]
 
@@ -43,7 +43,7 @@ class Genotype:
     """A normal and a reduction cell as ``(op, input node)`` pairs, two per intermediate node.
 
     Lists are accepted and stored as tuples. The structure is checked on construction: an even
-    number of pairs, ops from :data:`~nasforge.ops.primitives.OPS`, node ``i`` reading only
+    number of pairs, ops from :data:`~nasforge.nn.ops.OPS`, node ``i`` reading only
     nodes ``0..i-1``, and concat lists naming existing nodes once each; a mistake raises
     :class:`InvalidArchError` naming the entry, e.g. ``normal[5]``.
 

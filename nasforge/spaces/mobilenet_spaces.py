@@ -30,22 +30,19 @@ from nasforge.core.errors import InvalidArchError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.hardware.lut import CostLayer
+from nasforge.nn.blocks import MBConv, ShuffleBlock, SkipBlock, conv_bn
+from nasforge.nn.elastic import make_divisible
+from nasforge.nn.mixed import MixedOp, Supernet
 from nasforge.spaces.blockwise import (
     BlockwiseNetwork,
     LayerwiseSpace,
-    MBConv,
     NestedSupernet,
-    ShuffleBlock,
-    SkipBlock,
     Stage,
-    conv_bn,
     is_small_input,
     layer_slots,
     stage_inputs,
     stages,
 )
-from nasforge.supernet.elastic import make_divisible
-from nasforge.supernet.mixed import LayerChoice, Supernet
 
 __all__ = ["ProxylessSpace", "FBNetSpace", "SPOSSpace", "MnasNetSpace", "FBNET_BLOCKS", "SPOS_BLOCKS"]
 
@@ -324,17 +321,17 @@ class MnasNetSpace(SearchSpace):
         )
 
     def supernet(self) -> Supernet:
-        """Each layer a :class:`LayerChoice` ``"stageS.block"`` over the blocks; each optional
-        layer (beyond a stage's fewest) is wrapped in a :class:`LayerChoice` ``"stageS.layers"``
+        """Each layer a :class:`MixedOp` ``"stageS.block"`` over the blocks; each optional
+        layer (beyond a stage's fewest) is wrapped in a :class:`MixedOp` ``"stageS.layers"``
         whose candidates are the identity (too few layers) or that block choice."""
         layers: list[nn.Module] = []
         for s, i, shape in self._layers():
             depths = self._choices[f"stage{s}.layers"].candidates
-            blocks = LayerChoice(f"stage{s}.block", {b: _mbconv(b, *shape, act=nn.ReLU) for b in MNASNET_BLOCKS})
+            blocks = MixedOp(f"stage{s}.block", {b: _mbconv(b, *shape, act=nn.ReLU) for b in MNASNET_BLOCKS})
             if i < min(depths):
                 layers.append(blocks)
             else:
-                layers.append(LayerChoice(f"stage{s}.layers", {d: blocks if i < d else nn.Identity() for d in depths}))
+                layers.append(MixedOp(f"stage{s}.layers", {d: blocks if i < d else nn.Identity() for d in depths}))
         return NestedSupernet(self._network(layers))
 
     def cost_layers(self, input_shape: tuple[int, ...]) -> list[CostLayer]:

@@ -9,9 +9,9 @@
 
 ``factory`` returns an ``nn.Module``; it is called with the data's ``in_channels``,
 ``num_classes`` and ``input_size`` where its signature takes them (so the classifier head fits
-the data), plus ``options``. ``convert`` holds the arguments of :func:`nasforge.convert.convert`
+the data), plus ``options``. ``convert`` holds the arguments of :func:`nasforge.nn.convert.convert`
 (``rule``, ``candidates`` or ``width``/``depth``, ``inherit``); without it the model must hold
-mutables of its own (:mod:`nasforge.mutables`).
+mutables of its own (:mod:`nasforge.nn.mutables`).
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 from torch import nn
 
-from nasforge.convert import convert_model
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
-from nasforge.mutables import ModelSpace
+from nasforge.nn.convert import convert_model
+from nasforge.nn.model_space import ModelSpace
 from nasforge.tasks.datasets import load_factory
 
 __all__ = ["ConvertSettings", "UserModelSpace", "build_user_model"]
 
 
 class ConvertSettings(BaseModel):
-    """The ``convert`` section: the arguments of :func:`nasforge.convert.convert`."""
+    """The ``convert`` section: the arguments of :func:`nasforge.nn.convert.convert`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

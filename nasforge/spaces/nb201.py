@@ -26,9 +26,9 @@ from nasforge.core.arch import Arch, Choice
 from nasforge.core.errors import InvalidArchError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
-from nasforge.ops.primitives import OPS, ResNetBasicBlock
-from nasforge.supernet.mixed import LayerChoice, Supernet
-from nasforge.supernet.partial import PartialChannelChoice, partial_width
+from nasforge.nn.mixed import MixedOp, Supernet
+from nasforge.nn.ops import OPS, ResNetBasicBlock
+from nasforge.nn.partial import PartialChannelChoice, partial_width
 
 __all__ = ["NB201_OPS", "NB201_EDGES", "NB201Space", "NB201Cell", "NB201Network"]
 
@@ -156,14 +156,14 @@ class NB201Space(SearchSpace):
     def supernet(self, partial_channels: int = 1) -> Supernet:
         """The weight-sharing network of every cell of this space (for one-shot estimators).
 
-        It is :class:`NB201Network` with each edge of each cell a :class:`LayerChoice` named
+        It is :class:`NB201Network` with each edge of each cell a :class:`MixedOp` named
         after the edge (``"1<-0"``, ...) over this space's ops; all cells follow the same arch,
         as in the benchmark. ``supernet.export(arch)`` is an :class:`NB201Network` whose
         ``state_dict`` loads into ``space.build(arch)`` unchanged. Weights are initialised from
         torch's global generator, like :meth:`build`.
 
         With ``partial_channels=K > 1`` each edge is a
-        :class:`~nasforge.supernet.partial.PartialChannelChoice` (PC-DARTS, Xu et al. 2020):
+        :class:`~nasforge.nn.partial.PartialChannelChoice` (PC-DARTS, Xu et al. 2020):
         candidates of ``C / K`` channels, the other channels bypassed; its exported children keep
         that structure, so they no longer load into :meth:`build`'s network.
         """
@@ -173,9 +173,9 @@ class NB201Space(SearchSpace):
                 cell.edges = nn.ModuleList(self._edge(name, cell.C, partial_channels) for name in NB201_EDGES)
         return Supernet(network)
 
-    def _edge(self, name: str, C: int, k: int) -> LayerChoice:
+    def _edge(self, name: str, C: int, k: int) -> MixedOp:
         if k == 1:
-            return LayerChoice(name, {op: OPS[op](C, C, 1) for op in self.ops})
+            return MixedOp(name, {op: OPS[op](C, C, 1) for op in self.ops})
         width = partial_width(C, k)
         return PartialChannelChoice(name, {op: OPS[op](width, width, 1) for op in self.ops}, k)
 

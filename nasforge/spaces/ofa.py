@@ -8,7 +8,7 @@ excitation in stages 2, 4, 5), a 1x1 convolution to ``6 x 160 = 960`` channels, 
 1x1 "feature mix" convolution to 1280 (h-swish, no batch norm), dropout 0.1 and a linear
 classifier. Each stage picks its depth (2/3/4 blocks), each block its depthwise kernel (3/5/7)
 and expansion ratio (3/4/6): ``(3 * 3) ** 2 + (3 * 3) ** 3 + (3 * 3) ** 4`` archs per stage,
-about 2 x 10**19 in all, as in the paper. The elastic mechanism is :mod:`nasforge.supernet.elastic`.
+about 2 x 10**19 in all, as in the paper. The elastic mechanism is :mod:`nasforge.nn.elastic`.
 
 Choices: ``stageS.depth`` and ``stageS.blockB.kernel`` / ``stageS.blockB.expand`` for every
 block (blocks beyond the depth are inactive: they do not change the network). Archs print as the
@@ -37,9 +37,8 @@ from nasforge.core.errors import ConfigError, InvalidArchError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.hardware.lut import CostLayer
-from nasforge.mutables import ModelSpace, ValueChoice, collect_choices, freeze
-from nasforge.spaces.blockwise import conv_bn, is_small_input
-from nasforge.supernet.elastic import (
+from nasforge.nn.blocks import conv_bn
+from nasforge.nn.elastic import (
     ElasticBatchNorm2d,
     ElasticConv2d,
     ElasticSequential,
@@ -50,6 +49,9 @@ from nasforge.supernet.elastic import (
     elastic_kinds,
     make_divisible,
 )
+from nasforge.nn.model_space import ModelSpace
+from nasforge.nn.mutables import ValueChoice, collect_choices, freeze
+from nasforge.spaces.blockwise import is_small_input
 
 __all__ = ["OFASpace", "InvertedResidual", "SqueezeExcite", "MobileNetV3"]
 

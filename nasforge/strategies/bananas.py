@@ -27,7 +27,7 @@ from nasforge.core.arch import Arch
 from nasforge.core.registry import create, register
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
-from nasforge.spaces.encodings import Encoder, get_encoder
+from nasforge.predictors.encodings import Encoder, get_encoder
 
 if TYPE_CHECKING:
     from nasforge.core.objective import Objective

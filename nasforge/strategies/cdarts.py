@@ -13,7 +13,7 @@ per minibatch, an architecture step on a validation minibatch that descends
 in both the alphas and the evaluation network's weights (the KL feeds the evaluation network's
 outputs back into the alphas, and the alphas' outputs into the evaluation network), with a
 weight step of the search network on a training minibatch. The ``dnas`` estimator runs this loop
-for any strategy with the :class:`~nasforge.supernet.dnas.Cyclic` capability.
+for any strategy with the :class:`~nasforge.oneshot.bilevel.Cyclic` capability.
 
 Faithful to NNI's ``CdartsTrainer``: the KL is averaged over batch and classes (its
 ``KLDivLoss()``), the regularisation is the L1 norm of the alphas of pooling, skip and dilated
@@ -31,7 +31,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from torch import Tensor, nn
 
 from nasforge.core.registry import register
-from nasforge.strategies.differentiable import DARTS, Adam
+from nasforge.strategies.alphas import Adam
+from nasforge.strategies.darts import DARTS
 
 __all__ = ["CDARTS", "CDARTSAdam"]
 

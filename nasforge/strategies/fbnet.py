@@ -29,7 +29,8 @@ from nasforge.core.differentiable import StepKind
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
 from nasforge.hardware.lut import CostTable, build_cost_table, load_cost_table
-from nasforge.strategies.differentiable import SNAS, Adam, Fraction
+from nasforge.strategies.alphas import Adam, Fraction
+from nasforge.strategies.snas import SNAS
 
 if TYPE_CHECKING:
     from nasforge.core.objective import Objective

@@ -45,10 +45,10 @@ from torch import Tensor, nn
 from nasforge.core.arch import Arch
 from nasforge.core.differentiable import StepKind
 from nasforge.core.registry import register
+from nasforge.core.seeding import seeded
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
 from nasforge.hardware.lut import CostBudget, CostTable, budget_table
-from nasforge.tasks.training import seeded
 
 if TYPE_CHECKING:
     from nasforge.core.objective import Objective

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset, TensorDataset
 from nasforge.core.errors import ConfigError, NasforgeError
 from nasforge.core.paths import find_data_dir
 from nasforge.core.registry import register
-from nasforge.tasks.data import DatasetSource, DataSplits
+from nasforge.tasks.splits import DatasetSource, DataSplits
 
 __all__ = [
     "RawImages",
@@ -484,7 +484,7 @@ class CustomDataset(ImageSource):
                 data = np.load(f"{self.data_dir}/scans.npz")  # N x C x H x W uint8, labels
                 return RawImages(data["x_train"], data["y_train"], data["x_test"], data["y_test"], num_classes=4)
 
-    (Subclass :class:`~nasforge.tasks.data.DatasetSource` directly to return any ``Dataset``.)
+    (Subclass :class:`~nasforge.tasks.splits.DatasetSource` directly to return any ``Dataset``.)
     """
 
     #: Values for the required options that `nasforge gen-config` writes as a template.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -34,6 +33,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from nasforge.core.errors import ConfigError
+from nasforge.core.seeding import seeded
 from nasforge.tasks.augment import AugmentPolicy, augment_batch
 from nasforge.tasks.criteria import Criterion, CriterionName, UserFunction, make_criterion
 from nasforge.tasks.datasets import load_factory
@@ -46,7 +46,6 @@ __all__ = [
     "train_model",
     "evaluate",
     "evaluate_model",
-    "seeded",
     "Momentum",
     "UnitFraction",
 ]
@@ -168,22 +167,6 @@ class TrainReport:
     eval_metric: float | None = None
     seconds: float = 0.0
     epochs: int = 0
-
-
-@contextmanager
-def seeded(seed: int, device: str = "cpu") -> Iterator[None]:
-    """Run a block with torch's CPU generator (and ``device``'s, if CUDA) seeded by ``seed``.
-
-    The generators' states are restored on leaving, so code outside is unaffected.
-    """
-    target = torch.device(device)
-    on_cuda = target.type == "cuda"
-    with torch.random.fork_rng(devices=[target] if on_cuda else []):
-        torch.default_generator.manual_seed(seed)
-        if on_cuda:
-            with torch.cuda.device(target):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def _tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:

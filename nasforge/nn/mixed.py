@@ -1,7 +1,7 @@
 """Weight sharing: modules that hold every candidate of a choice, and the supernet around them.
 
-A supernet is an ordinary network in which each decision is a :class:`LayerChoice` (one of
-several ops) or an :class:`InputChoice` (a subset of incoming tensors). Several modules may share
+A supernet is an ordinary network in which each decision is a :class:`MixedOp` (one of
+several ops) or an :class:`MixedInput` (a subset of incoming tensors). Several modules may share
 one choice name (NB201's cells all follow the same cell arch): activating an arch sets every
 module of that name. :meth:`Supernet.export` freezes a path by replacing each choice module with
 its chosen candidate, so the exported child holds exactly the supernet's weights and gives exactly
@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from nasforge.core.arch import Arch, Value
 from nasforge.core.errors import InvalidArchError
 
-__all__ = ["LayerChoice", "InputChoice", "Supernet"]
+__all__ = ["MixedOp", "MixedInput", "Supernet"]
 
 
-class LayerChoice(nn.Module):
+class MixedOp(nn.Module):
     """One op among candidates, labelled by the choice ``name`` it implements.
 
     Args:
@@ -112,11 +112,11 @@ class LayerChoice(nn.Module):
         return out
 
 
-class InputChoice(nn.Module):
+class MixedInput(nn.Module):
     """Sums a chosen subset of incoming tensors (DARTS-style node inputs).
 
     The choice value is a tuple-free encoding: an ``int`` index picks one input. Nodes that take
-    several inputs use one InputChoice per input slot.
+    several inputs use one MixedInput per input slot.
     """
 
     def __init__(self, name: str, n_inputs: int) -> None:
@@ -149,7 +149,7 @@ class InputChoice(nn.Module):
 
 
 class _Frozen(nn.Module):
-    """What an InputChoice becomes on export: a fixed pick of its inputs."""
+    """What an MixedInput becomes on export: a fixed pick of its inputs."""
 
     def __init__(self, index: int) -> None:
         super().__init__()
@@ -160,7 +160,7 @@ class _Frozen(nn.Module):
 
 
 class Supernet(nn.Module):
-    """Wraps a network holding :class:`LayerChoice`/:class:`InputChoice` modules.
+    """Wraps a network holding :class:`MixedOp`/:class:`MixedInput` modules.
 
     The choice modules are collected once, here, so build the network completely before
     wrapping it; :meth:`activate` then costs one call per choice module, whatever the size of
@@ -173,9 +173,9 @@ class Supernet(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
-        self._choices: list[tuple[str, LayerChoice | InputChoice]] = list(_choice_modules(network))
+        self._choices: list[tuple[str, MixedOp | MixedInput]] = list(_choice_modules(network))
 
-    def choice_modules(self) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
+    def choice_modules(self) -> Iterator[tuple[str, MixedOp | MixedInput]]:
         """Every choice module with its qualified module name."""
         return iter(self._choices)
 
@@ -201,7 +201,7 @@ class Supernet(nn.Module):
     def export(self, arch: Arch) -> nn.Module:
         """A standalone copy of the network on ``arch``'s path, with the supernet's weights.
 
-        Each choice module is replaced by a copy of its chosen candidate (an InputChoice by a
+        Each choice module is replaced by a copy of its chosen candidate (an MixedInput by a
         fixed pick); the candidates off the path are never copied. The child shares no tensor
         with the supernet, and its parameter names are those of the network with the choice
         modules removed, e.g. ``cells.0.edges.3.conv.weight``.
@@ -211,12 +211,12 @@ class Supernet(nn.Module):
         for _, module in self._choices:
             if id(module) not in memo:
                 active = int(module.active)  # type: ignore[arg-type]
-                frozen = module.path_op(active) if isinstance(module, LayerChoice) else _Frozen(active)
+                frozen = module.path_op(active) if isinstance(module, MixedOp) else _Frozen(active)
                 memo[id(module)] = copy.deepcopy(frozen, memo)
         return copy.deepcopy(self.network, memo)
 
 
-def _choice_modules(network: nn.Module) -> Iterator[tuple[str, LayerChoice | InputChoice]]:
+def _choice_modules(network: nn.Module) -> Iterator[tuple[str, MixedOp | MixedInput]]:
     for path, module in network.named_modules():
-        if isinstance(module, (LayerChoice, InputChoice)):
+        if isinstance(module, (MixedOp, MixedInput)):
             yield path, module

@@ -1,6 +1,6 @@
 """Training a supernet under a rule, and scoring one of its paths with inherited weights.
 
-:class:`SupernetTrainer` owns a :class:`~nasforge.supernet.mixed.Supernet`, its SGD optimiser
+:class:`SupernetTrainer` owns a :class:`~nasforge.nn.mixed.Supernet`, its SGD optimiser
 and its position in the training stream. Everything it does is a pure function of the seed and
 that position, so :meth:`SupernetTrainer.state_dict` (weights, optimiser, counters) is the
 whole state: a run restored from it continues bit for bit as if never stopped.
@@ -31,8 +31,8 @@ from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
-from nasforge.supernet.mixed import Supernet
-from nasforge.supernet.rules import TrainingRule
+from nasforge.nn.mixed import Supernet
+from nasforge.oneshot.rules import TrainingRule
 from nasforge.tasks.criteria import Criterion, CrossEntropy
 
 __all__ = ["SupernetSettings", "SupernetTrainer", "as_tensors", "recalibrate_bn"]
@@ -188,7 +188,7 @@ class SupernetTrainer:
     def backward_paths(self, images: Tensor, labels: Tensor, paths: Sequence[Arch]) -> float:
         """Forward and backward every path of one step on one minibatch, accumulating their
         gradients; returns the summed loss. Subclasses override it to change the per-path loss
-        (:class:`~nasforge.supernet.shrinking.ShrinkingTrainer` distils from the first path)."""
+        (:class:`~nasforge.oneshot.progressive_shrinking.ShrinkingTrainer` distils from the first path)."""
         loss_sum = 0.0
         inputs, targets = self.criterion.prepare(images, labels)
         for arch in paths:

@@ -2,8 +2,8 @@
 
 The mechanism of once-for-all networks (Cai et al. 2020, "Once-for-All: Train One Network and
 Specialize it for Efficient Deployment", ICLR) and of ModularNAS' elastic groups, written as
-mutables (:mod:`nasforge.mutables`), so any user model can hold them and become a
-:class:`~nasforge.mutables.ModelSpace`; each elastic dimension is a
+mutables (:mod:`nasforge.nn.mutables`), so any user model can hold them and become a
+:class:`~nasforge.nn.model_space.ModelSpace`; each elastic dimension is a
 :class:`~nasforge.core.arch.Choice` of the space, named by its label:
 
 - **elastic kernel** (:class:`ElasticConv2d` with ``kernel_size`` a ``ValueChoice``): the largest
@@ -25,7 +25,7 @@ mutables (:mod:`nasforge.mutables`), so any user model can hold them and become 
 
 Batch norm (:class:`ElasticBatchNorm2d`) keeps one set of statistics for the largest width; a
 narrow subnet normalises with, and updates, their leading slice. Freezing an arch
-(:func:`nasforge.mutables.freeze`, which ``MutableSupernet.export`` calls) turns every elastic
+(:func:`nasforge.nn.mutables.freeze`, which ``MutableSupernet.export`` calls) turns every elastic
 layer into the plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` it computes, weights included.
 """
 
@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from torch.nn.utils import skip_init
 
 from nasforge.core.arch import Choice, Value
-from nasforge.mutables import (
+from nasforge.nn.mutables import (
     BatchNorm2d,
     Mixable,
     Mutable,
@@ -77,7 +77,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 class WidthChoice:
     """An elastic channel count whose choice values map to widths (e.g. ratio 6 -> 96 channels).
 
-    Duck-compatible with :class:`~nasforge.mutables.ValueChoice` (``choice``, ``label``,
+    Duck-compatible with :class:`~nasforge.nn.mutables.ValueChoice` (``choice``, ``label``,
     ``current``), so mutables set it from an arch; ``current`` is the picked value and
     :attr:`size` the channels it stands for.
 
@@ -256,7 +256,7 @@ class ElasticConv2d(nn.Conv2d, ValueLayer):
 class ElasticBatchNorm2d(BatchNorm2d):
     """Batch norm over an elastic width: affine parameters and running statistics are the leading
     slice of the largest width's, updated in place (so every width keeps its own statistics of
-    the channels it shares with the others); :class:`~nasforge.mutables.BatchNorm2d` taking a
+    the channels it shares with the others); :class:`~nasforge.nn.mutables.BatchNorm2d` taking a
     :class:`WidthChoice` too, with a weighted mode."""
 
     def __init__(self, num_features: Width, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
@@ -354,7 +354,7 @@ class ElasticSupernet(MutableSupernet):
     sum the outputs after each candidate depth (FBNetV2-style superposition); op choices
     (LayerChoice, InputChoice, e.g. of a converted model) mix as in any supernet. With one-hot
     weights it computes the single path, except that a squeeze-excite's reduced width stays at
-    its largest. :meth:`~nasforge.mutables.ModelSpace.supernet` builds one for any model
+    its largest. :meth:`~nasforge.nn.model_space.ModelSpace.supernet` builds one for any model
     holding elastic layers.
     """
 

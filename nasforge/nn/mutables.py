@@ -10,11 +10,11 @@ Modelled on NNI's mutables (our own code): a user network holds
   the centre of the 7x7 one),
 - :class:`Repeat` (a block repeated a chosen number of times: the first ``depth`` copies run).
 
-:class:`ModelSpace` turns such a model into a :class:`~nasforge.core.space.SearchSpace`: every
+:class:`~nasforge.nn.model_space.ModelSpace` turns such a model into a :class:`~nasforge.core.space.SearchSpace`: every
 decision is a :class:`~nasforge.core.arch.Choice` named by its ``label`` (modules with the same
 label follow one decision), ``build(arch)`` is :func:`freeze` (a plain ``nn.Module`` without
 mutables, re-initialised), and ``supernet()`` is the model itself as a weight-sharing
-:class:`~nasforge.supernet.mixed.Supernet`, whose ``export(arch)`` is :func:`freeze` with the
+:class:`~nasforge.nn.mixed.Supernet`, whose ``export(arch)`` is :func:`freeze` with the
 supernet's weights.
 
 **Nested choices.** A candidate of a LayerChoice may hold choices of its own. Every choice is
@@ -27,7 +27,7 @@ largest value of each ValueChoice and the largest depth of each Repeat, so it is
 **Handlers** (ModularNAS' parameter handlers, Lin et al., MLSys 2021): a :class:`Handler` attached
 to a LayerChoice is told when an arch changes its value (``on_choice_changed``) and when it is
 frozen into a child (``on_freeze``), and may transform the module then: inherit weights,
-re-initialise. :mod:`nasforge.convert` provides the built-in ones.
+re-initialise. :mod:`nasforge.nn.convert` provides the built-in ones.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ from torch.nn.utils import skip_init
 
 from nasforge.core.arch import Arch, Choice, Value
 from nasforge.core.errors import ConfigError
-from nasforge.core.space import SearchSpace
-from nasforge.supernet import mixed
+from nasforge.nn import mixed
 
 __all__ = [
     "Mutable",
@@ -57,13 +56,17 @@ __all__ = [
     "Linear",
     "BatchNorm2d",
     "Repeat",
-    "ModelSpace",
     "MutableSupernet",
     "activate",
     "collect_choices",
     "filled",
     "freeze",
     "reset_parameters",
+    "iter_mutables",
+    "frozen_copy",
+    "notify_freeze",
+    "unweighted_mutables",
+    "weighted_message",
 ]
 
 
@@ -107,7 +110,7 @@ class Mutable:
 
     Subclass it (with ``nn.Module``) for a mutable of your own and implement the three methods;
     :class:`ModelSpace`, :func:`activate` and :func:`freeze` find it by this base class
-    (:mod:`nasforge.supernet.elastic` is built this way)."""
+    (:mod:`nasforge.nn.elastic` is built this way)."""
 
     def mutable_choices(self) -> list[Choice]:
         raise NotImplementedError
@@ -123,7 +126,7 @@ class Mutable:
 @runtime_checkable
 class Mixable(Protocol):
     """A mutable that mixes its candidates by weights in a supernet's weighted mode (the elastic
-    layers of :mod:`nasforge.supernet.elastic`), besides LayerChoice and InputChoice."""
+    layers of :mod:`nasforge.nn.elastic`), besides LayerChoice and InputChoice."""
 
     def mix(self, weights: Mapping[str, Tensor]) -> None:
         """Mix by ``weights[label]`` (one weight per candidate) until the next ``set_arch``."""
@@ -169,7 +172,7 @@ class Handler:
         return self
 
 
-class LayerChoice(mixed.LayerChoice, Mutable):
+class LayerChoice(mixed.MixedOp, Mutable):
     """One op among ``candidates`` (a list: values are indices 0..n-1; a dict: values are its keys).
 
     ``handlers`` are told of value changes and freezes (see :class:`Handler`).
@@ -200,7 +203,7 @@ class LayerChoice(mixed.LayerChoice, Mutable):
         return copy.deepcopy(self.path_op(int(self.active)), memo)  # type: ignore[arg-type]
 
 
-class InputChoice(mixed.InputChoice, Mutable):
+class InputChoice(mixed.MixedInput, Mutable):
     """One of ``n_candidates`` input tensors (called with their list); values are indices."""
 
     def __init__(self, n_candidates: int, label: str) -> None:
@@ -369,7 +372,7 @@ class Repeat(nn.Module, Mutable):
         return nn.Sequential(*(copy.deepcopy(block, memo) for block in self.blocks[: self.depth.current]))
 
 
-def _mutables(model: nn.Module) -> Iterator[tuple[str, Mutable]]:
+def iter_mutables(model: nn.Module) -> Iterator[tuple[str, Mutable]]:
     for path, module in model.named_modules():
         if isinstance(module, Mutable):
             yield path, module
@@ -378,7 +381,7 @@ def _mutables(model: nn.Module) -> Iterator[tuple[str, Mutable]]:
 def collect_choices(model: nn.Module) -> dict[str, Choice]:
     """The model's decisions by label, in first-appearance order; one label, one decision."""
     found: dict[str, Choice] = {}
-    for path, module in _mutables(model):
+    for path, module in iter_mutables(model):
         for choice in module.mutable_choices():
             seen = found.setdefault(choice.name, choice)
             if seen.candidates != choice.candidates:
@@ -391,7 +394,7 @@ def collect_choices(model: nn.Module) -> dict[str, Choice]:
 
 def activate(model: nn.Module, arch: Mapping[str, Value]) -> None:
     """Set every mutable of ``model`` to ``arch`` (nested ones too, active or not)."""
-    for _, module in _mutables(model):
+    for _, module in iter_mutables(model):
         module.set_arch(arch)
 
 
@@ -403,26 +406,26 @@ def freeze(model: nn.Module, arch: Mapping[str, Value]) -> nn.Module:
     first ``depth`` blocks. The copy shares no tensor with ``model`` and holds no mutable.
     Handlers see ``on_freeze(..., fresh=False)``.
     """
-    child, frozen = _frozen_copy(model, arch)
-    _notify_freeze(model, child, frozen, fresh=False)
+    child, frozen = frozen_copy(model, arch)
+    notify_freeze(model, child, frozen, fresh=False)
     return child
 
 
-def _frozen_copy(model: nn.Module, arch: Mapping[str, Value]) -> tuple[nn.Module, dict[int, object]]:
+def frozen_copy(model: nn.Module, arch: Mapping[str, Value]) -> tuple[nn.Module, dict[int, object]]:
     """The frozen child, and what each mutable (by ``id``) froze to."""
     activate(model, arch)
     memo: dict[int, object] = {}
-    for _, module in reversed(list(_mutables(model))):  # innermost first: parents copy their frozen children
+    for _, module in reversed(list(iter_mutables(model))):  # innermost first: parents copy their frozen children
         memo[id(module)] = module.frozen(memo)
     if isinstance(model, Mutable):
         return memo[id(model)], memo  # type: ignore[return-value]
     return copy.deepcopy(model, memo), memo
 
 
-def _notify_freeze(model: nn.Module, child: nn.Module, frozen: Mapping[int, object], *, fresh: bool) -> None:
+def notify_freeze(model: nn.Module, child: nn.Module, frozen: Mapping[int, object], *, fresh: bool) -> None:
     """Tell the handlers of every LayerChoice whose frozen module made it into ``child``."""
     in_child = {id(module) for module in child.modules()}
-    for _, module in _mutables(model):
+    for _, module in iter_mutables(model):
         if isinstance(module, LayerChoice) and id(frozen[id(module)]) in in_child:
             for handler in module.handlers:
                 handler.on_freeze(module, frozen[id(module)], fresh=fresh)  # type: ignore[arg-type]
@@ -436,117 +439,42 @@ def reset_parameters(module: nn.Module) -> None:
             reset()
 
 
-def _not_weighted(model: nn.Module) -> list[str]:
+def unweighted_mutables(model: nn.Module) -> list[str]:
     """The mutables that cannot mix candidates by weights (all but LayerChoice, InputChoice and
     :class:`Mixable` ones)."""
     return [
         f"{type(module).__name__} at {path!r} ({', '.join(c.name for c in module.mutable_choices())})"
-        for path, module in _mutables(model)
-        if not isinstance(module, (mixed.LayerChoice, mixed.InputChoice, Mixable))
+        for path, module in iter_mutables(model)
+        if not isinstance(module, (mixed.MixedOp, mixed.MixedInput, Mixable))
     ]
 
 
-#: Execution modes a supernet may be asked for: one path at a time, or candidates mixed by weights.
-Mode = Literal["single", "weighted"]
-
-
 class MutableSupernet(mixed.Supernet):
-    """A mutable model as a :class:`~nasforge.supernet.mixed.Supernet`: ``activate`` sets every
+    """A mutable model as a :class:`~nasforge.nn.mixed.Supernet`: ``activate`` sets every
     mutable, ``export`` is :func:`freeze`; ``set_weights`` works only for models whose every
     mutable is a LayerChoice, an InputChoice or :class:`Mixable` (mixed by
-    :class:`~nasforge.supernet.elastic.ElasticSupernet`)."""
+    :class:`~nasforge.nn.elastic.ElasticSupernet`)."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__(network)
-        self._unsupported = _not_weighted(network)
+        self._unsupported = unweighted_mutables(network)
 
     def activate(self, arch: Arch) -> None:
         activate(self.network, arch)
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
         if self._unsupported:
-            raise ConfigError(_weighted_message("set_weights (differentiable search)", self._unsupported))
+            raise ConfigError(weighted_message("set_weights (differentiable search)", self._unsupported))
         super().set_weights(weights)
 
     def export(self, arch: Arch) -> nn.Module:
         return freeze(self.network, arch)
 
 
-def _weighted_message(by: str, unsupported: list[str]) -> str:
+def weighted_message(by: str, unsupported: list[str]) -> str:
     return (
         f"{by} mixes candidates by weights, which a ModelSpace supports only for LayerChoice, "
-        f"InputChoice and the elastic layers (nasforge.supernet.elastic); this model also has "
+        f"InputChoice and the elastic layers (nasforge.nn.elastic); this model also has "
         f"{'; '.join(unsupported)}. Use a discrete strategy, "
         "or the one-shot 'supernet' estimator"
     )
-
-
-class ModelSpace(SearchSpace):
-    """The search space of a model holding mutables.
-
-    Args:
-        model: the network; it also serves as the supernet (weights shared by slicing).
-        constraints: predicates on an arch; an arch is valid when all hold, so sampling,
-            mutation and enumeration (and thus every strategy) only propose archs meeting them.
-    """
-
-    def __init__(self, model: nn.Module, constraints: Sequence[Callable[[Arch], bool]] = ()) -> None:
-        self.model = model
-        self.constraints = tuple(constraints)
-        self._choices = collect_choices(model)
-        if not self._choices:
-            raise ValueError("ModelSpace: the model holds no mutable (LayerChoice, InputChoice, ValueChoice, Repeat)")
-
-    def choices(self) -> Mapping[str, Choice]:
-        return self._choices
-
-    def is_valid(self, arch: Arch) -> bool:
-        return all(constraint(arch) for constraint in self.constraints)
-
-    def build(self, arch: Arch) -> nn.Module:
-        """The frozen child with fresh weights (``reset_parameters`` under the global torch RNG,
-        which estimators seed per trial); parameters outside resettable modules keep the model's.
-        Handlers then see ``on_freeze(..., fresh=True)`` (e.g. to inherit the original's weights)."""
-        child, frozen = _frozen_copy(self.model, self.validate(arch))
-        reset_parameters(child)
-        _notify_freeze(self.model, child, frozen, fresh=True)
-        return child
-
-    def supernet(self) -> MutableSupernet:
-        """A copy of the model as a supernet (each call starts from the model's own weights); an
-        :class:`~nasforge.supernet.elastic.ElasticSupernet` when the model holds elastic layers,
-        so that weighted mode (differentiable strategies, the architecture generator) mixes
-        their kernels, widths and depths too."""
-        from nasforge.supernet.elastic import ElasticSupernet  # elastic layers build on this module
-
-        network = copy.deepcopy(self.model)
-        if any(isinstance(module, Mixable) for _, module in _mutables(network)):
-            return ElasticSupernet(network)
-        return MutableSupernet(network)
-
-    def elastic_kinds(self) -> dict[str, str]:
-        """Each elastic choice's dimension (``kernel``, ``depth``, ``width``), for progressive
-        shrinking (the ``ofa`` estimator); ConfigError when the model holds no elastic layer."""
-        from nasforge.supernet.elastic import elastic_kinds  # elastic layers build on this module
-
-        kinds = elastic_kinds(self.model)
-        if not kinds:
-            raise ConfigError(
-                "this model space holds no elastic layer (ElasticConv2d, ElasticBatchNorm2d, ElasticSequential, "
-                "Repeat); make one with nasforge.convert.convert(model, rule, width=[...], depth=True)"
-            )
-        return dict(kinds)
-
-    def supports(self, mode: Mode) -> bool:
-        """Whether the supernet runs in ``mode``: ``single`` always; ``weighted`` (differentiable
-        methods) only when every mutable is a LayerChoice, an InputChoice or an elastic layer."""
-        return mode == "single" or not _not_weighted(self.model)
-
-    def require(self, mode: Mode, by: str) -> None:
-        """Raise ConfigError naming ``by`` (e.g. ``"strategy 'darts'"``) unless ``mode`` is supported.
-
-        Estimators and strategies call it up front, before any training, where the space has it:
-        ``if callable(getattr(space, "require", None)): space.require("weighted", by=...)``.
-        """
-        if not self.supports(mode):
-            raise ConfigError(_weighted_message(by, _not_weighted(self.model)))

@@ -1,6 +1,6 @@
 """Partial-channel mixed ops (PC-DARTS, Xu et al., ICLR 2020, Sec. 3.1).
 
-A :class:`PartialChannelChoice` is a :class:`~nasforge.supernet.mixed.LayerChoice` whose
+A :class:`PartialChannelChoice` is a :class:`~nasforge.nn.mixed.MixedOp` whose
 candidates are built at ``C / K`` channels: the first ``C / K`` channels of its input go through
 the candidates (mixed by the weights set on it, or the one activated), the other ``C - C / K``
 bypass them (max-pooled where the edge has stride 2), and the two parts are concatenated and
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from nasforge.core.arch import Value
-from nasforge.supernet.mixed import LayerChoice
+from nasforge.nn.mixed import MixedOp
 
 __all__ = ["PartialChannelChoice", "PartialChannelOp", "channel_shuffle", "partial_width"]
 
@@ -52,8 +52,8 @@ def _merge(x: Tensor, part: Tensor, k: int, bypass: nn.Module, scale: Tensor | N
     return channel_shuffle(torch.cat([part, rest], dim=1), k)
 
 
-class PartialChannelChoice(LayerChoice):
-    """A :class:`LayerChoice` over candidates of ``C / k`` channels on a ``C``-channel edge.
+class PartialChannelChoice(MixedOp):
+    """A :class:`MixedOp` over candidates of ``C / k`` channels on a ``C``-channel edge.
 
     Args:
         name: the choice name.

@@ -1,19 +1,12 @@
-"""Shared by the benchmarks: what machine this is, and their sections of docs/benchmarks.md.
-
-Each benchmark owns one section between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
-markers and replaces only that, so benchmarks run at different times never clobber each other.
-"""
+"""What machine this is: the CPU's model and a one-line summary (GPU first when timing on CUDA),
+recorded with latency tables and benchmark results."""
 
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
-__all__ = ["cpu_model", "machine_summary", "write_doc_section", "BENCHMARKS_DOC"]
-
-#: The benchmarks' report, relative to the repository root.
-BENCHMARKS_DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+__all__ = ["cpu_model", "machine_summary"]
 
 
 def cpu_model() -> str:
@@ -42,17 +35,3 @@ def machine_summary(device: str = "cpu") -> str:
         return host
     props = torch.cuda.get_device_properties(torch.device(device))
     return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, on {host}"
-
-
-def write_doc_section(section: str, body: str, path: Path = BENCHMARKS_DOC) -> None:
-    """Replace section ``section`` of ``path`` with ``body`` (appended when absent), atomically."""
-    from nasforge.core.atomic import atomic_write_bytes
-
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_bytes(path, text.encode())

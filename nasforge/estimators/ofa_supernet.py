@@ -5,7 +5,7 @@ It is the ``supernet`` estimator (:class:`~nasforge.estimators.supernet.Supernet
 checkpoints after every epoch in ``RUN_DIR/supernet/``, exact resumption, batch-norm
 recalibration before each score, ``val_acc`` / ``val_loss`` / ``params`` / ``flops`` metrics,
 :func:`~nasforge.estimators.supernet.inherited_child` for fine-tuning) with its training
-replaced by :class:`~nasforge.supernet.shrinking.ShrinkingTrainer`: OFA's stages (Cai et al.,
+replaced by :class:`~nasforge.oneshot.progressive_shrinking.ShrinkingTrainer`: OFA's stages (Cai et al.,
 ICLR 2020), BigNAS' sandwich steps and in-place distillation. Any discrete strategy searches on
 it, e.g. under a FLOPs budget::
 
@@ -32,15 +32,15 @@ from nasforge.core.estimator import Context
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 from nasforge.estimators.supernet import SupernetEstimator
-from nasforge.supernet.mixed import Supernet
-from nasforge.supernet.shrinking import (
+from nasforge.nn.mixed import Supernet
+from nasforge.oneshot.progressive_shrinking import (
     OFA_STAGES,
     ProgressiveShrinking,
     ShrinkingTrainer,
     ShrinkStage,
     StagePlan,
 )
-from nasforge.supernet.train import SupernetTrainer
+from nasforge.oneshot.trainer import SupernetTrainer
 from nasforge.tasks.training import Momentum
 
 __all__ = ["OFAEstimator"]
@@ -51,14 +51,14 @@ class OFAEstimator(SupernetEstimator):
     """Once-for-all: train an elastic supernet by progressive shrinking, score archs on it.
 
     Defaults: OFA's stages scaled to 11 epochs (see
-    :data:`~nasforge.supernet.shrinking.OFA_STAGES`), two random subnets per sandwich (BigNAS),
+    :data:`~nasforge.oneshot.progressive_shrinking.OFA_STAGES`), two random subnets per sandwich (BigNAS),
     distillation weight 1 (OFA), SGD with Nesterov momentum and OFA's weight decay 3e-5, and
     batch norm recalibrated on 32 minibatches (2,048 images at batch 64, OFA's 2,000) before
     each score.
 
     Args:
         stages: the progressive-shrinking stages, in order (``elastic``, ``epochs``, optional
-            ``values`` and ``lr_scale``; see :class:`~nasforge.supernet.shrinking.ShrinkStage`).
+            ``values`` and ``lr_scale``; see :class:`~nasforge.oneshot.progressive_shrinking.ShrinkStage`).
         n_random: random subnets per step besides the largest and the smallest.
         kd_ratio: weight of the distillation loss from the largest subnet (0: labels only).
         batch_size, lr, momentum, nesterov, weight_decay, grad_clip: SGD, as the supernet

@@ -23,6 +23,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from nasforge.nn.blocks import MBConv
+
 __all__ = [
     "ReLUConvBN",
     "Zero",
@@ -294,7 +296,7 @@ OPS: dict[str, OpFactory] = {
 }
 
 
-# -- Candidates for converted user models (nasforge.convert) -------------------------------------
+# -- Candidates for converted user models (nasforge.nn.convert) -------------------------------------
 # A converter puts these in place of a user's layer, so they are what such a layer usually is: a
 # bare convolution (the model's own batch norm and activation stay around it), the identity, and
 # MobileNetV2's inverted residual block (ProxylessNAS' candidates, named ``mbconv_e{E}_k{K}``).
@@ -324,8 +326,6 @@ def _mbconv(kernel_size: int, expansion: int) -> OpFactory:
     def factory(
         C_in: int, C_out: int, stride: int, *, affine: bool = True, track_running_stats: bool = True
     ) -> nn.Module:
-        from nasforge.spaces.blockwise import MBConv  # the block lives with the MobileNet spaces
-
         return MBConv(C_in, C_out, kernel_size, stride, expansion)
 
     return factory

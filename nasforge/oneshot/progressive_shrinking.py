@@ -4,7 +4,7 @@ Once-for-all (Cai et al. 2020, "Once-for-All: Train One Network and Specialize i
 Deployment", ICLR) trains the largest network first and then opens the elastic dimensions one
 after the other, each phase fine-tuning all the subnets opened so far: kernel size, then depth
 (depths 4, 3, then 4, 3, 2), then width (expansion 6, 4, then 6, 4, 3). Before a width phase
-the channels are sorted by importance (:func:`~nasforge.supernet.elastic.reorganize_channels`),
+the channels are sorted by importance (:func:`~nasforge.nn.elastic.reorganize_channels`),
 keeping the channels of the widths already trained in place. Each phase is a separate run in
 OFA, with its own optimiser and cosine learning rate; here each :class:`ShrinkStage` starts with
 fresh momentum and its own cosine, peaking at the estimator's ``lr`` times ``lr_scale``.
@@ -32,10 +32,10 @@ from nasforge.core.arch import Arch, Value
 from nasforge.core.errors import ConfigError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
-from nasforge.supernet.elastic import Kind, reorganize_channels
-from nasforge.supernet.mixed import Supernet
-from nasforge.supernet.rules import RuleDefaults, TrainingRule
-from nasforge.supernet.train import SupernetSettings, SupernetTrainer
+from nasforge.nn.elastic import Kind, reorganize_channels
+from nasforge.nn.mixed import Supernet
+from nasforge.oneshot.rules import RuleDefaults, TrainingRule
+from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer
 from nasforge.tasks.criteria import kd_loss
 
 __all__ = [

@@ -4,8 +4,8 @@ A user keeps their model in plain PyTorch and says *where* to search, not how:
 
 - :func:`convert` takes the model and a **rule** (which modules: every ``nn.Conv2d`` with kernel 3,
   every module of class ``BasicBlock``, every module whose name matches ``layer2.*``) and replaces
-  each match with a :class:`~nasforge.mutables.LayerChoice` over **candidates** named in the op
-  table (:data:`nasforge.ops.primitives.OPS`: ``conv3x3``, ``sep_conv_5x5``, ``mbconv_e6_k5``,
+  each match with a :class:`~nasforge.nn.mutables.LayerChoice` over **candidates** named in the op
+  table (:data:`nasforge.nn.ops.OPS`: ``conv3x3``, ``sep_conv_5x5``, ``mbconv_e6_k5``,
   ``identity``, ...), each built with the shape of the module it replaces (channels in and out,
   stride); the module itself stays as candidate ``"original"`` with its weights, so the arch that
   picks ``"original"`` everywhere is the user's model, output for output.
@@ -14,15 +14,15 @@ A user keeps their model in plain PyTorch and says *where* to search, not how:
   other convs, through batch norm and activations) take a width among fractions of the original,
   and a ``nn.Sequential`` of matched blocks keeps its first ``d`` blocks for a chosen depth ``d``.
   The largest setting is the original network; smaller ones run slices of its weights (the
-  elastic layers of :mod:`nasforge.supernet.elastic`, so the ``ofa`` estimator's progressive
+  elastic layers of :mod:`nasforge.nn.elastic`, so the ``ofa`` estimator's progressive
   shrinking trains such a space as well as the ``supernet`` estimator does).
 - :class:`Slot` is a placeholder a user may put in a model directly; rule ``None`` matches slots.
 
-The result is a :class:`~nasforge.mutables.ModelSpace`: every discrete strategy searches it, the
+The result is a :class:`~nasforge.nn.model_space.ModelSpace`: every discrete strategy searches it, the
 ``scratch`` and ``supernet`` estimators accept it, and differentiable methods accept the op-choice
 form (an elastic space is refused up front by ``ModelSpace.require``, naming the elastic layers).
 
-Handlers (:class:`~nasforge.mutables.Handler`) react to a converted choice's events: built in are
+Handlers (:class:`~nasforge.nn.mutables.Handler`) react to a converted choice's events: built in are
 :class:`InheritWeights` (a child built by ``space.build`` starts from the original module's
 weights wherever a tensor fits, kernels cropped or padded at the centre) and
 :class:`Reinitialise` (the chosen op restarts from fresh weights, even in a supernet's export).
@@ -42,11 +42,12 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from nasforge import mutables
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
-from nasforge.ops.primitives import OPS
-from nasforge.supernet.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticSequential
+from nasforge.nn import mutables
+from nasforge.nn.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticSequential
+from nasforge.nn.model_space import ModelSpace
+from nasforge.nn.ops import OPS
 
 __all__ = [
     "ORIGINAL",
@@ -83,7 +84,7 @@ class Slot(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.op is None:
             raise RuntimeError(
-                f"{self!r} has no op until it is converted: nasforge.convert.convert(model, candidates=[...])"
+                f"{self!r} has no op until it is converted: nasforge.nn.convert.convert(model, candidates=[...])"
             )
         return self.op(x)
 
@@ -330,7 +331,7 @@ _PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
 
 
 def _elastic_conv(module: nn.Module | None) -> bool:
-    """A conv an :class:`~nasforge.supernet.elastic.ElasticConv2d` can stand for: dense, square,
+    """A conv an :class:`~nasforge.nn.elastic.ElasticConv2d` can stand for: dense, square,
     odd kernel, "same" zero padding, no dilation."""
     return (
         type(module) is nn.Conv2d
@@ -432,7 +433,7 @@ def _elastic_width(path: str, block: nn.Module, fractions: Sequence[float]) -> i
 
 def _elastic_depth(model: nn.Module, matched: set[int], input_shape: Sequence[int] | None) -> int:
     """Replace every ``nn.Sequential`` of matched blocks by an
-    :class:`~nasforge.supernet.elastic.ElasticSequential` running its first ``d`` blocks; blocks
+    :class:`~nasforge.nn.elastic.ElasticSequential` running its first ``d`` blocks; blocks
     up to the last that changes the shape always run."""
     stages = {
         path: stage
@@ -504,7 +505,7 @@ def convert_model(
     pristine = model
     model = copy.deepcopy(model)
     rule_fn = rule_from(rule)
-    inside_mutable = {id(sub) for _, m in mutables._mutables(model) for sub in m.modules()}  # left as the user wrote them
+    inside_mutable = {id(sub) for _, m in mutables.iter_mutables(model) for sub in m.modules()}  # left as the user wrote them
     matches = [
         (path, module)
         for path, module in model.named_modules()
@@ -544,10 +545,10 @@ def convert(
     inherit: bool = False,
     handlers: Sequence[mutables.Handler] = (),
     constraints: Sequence[Callable[[Arch], bool]] = (),
-) -> mutables.ModelSpace:
+) -> ModelSpace:
     """The search space of ``model`` converted by :func:`convert_model` (same arguments), with
     ``constraints`` on its archs. ``model`` itself is left untouched."""
     converted = convert_model(
         model, rule, candidates, width=width, depth=depth, input_shape=input_shape, inherit=inherit, handlers=handlers
     )
-    return mutables.ModelSpace(converted, constraints=constraints)
+    return ModelSpace(converted, constraints=constraints)

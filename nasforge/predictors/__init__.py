@@ -1,0 +1,1 @@
+"""Performance predictors and the architecture encodings they read."""
