@@ -390,14 +390,42 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
+    import json
+
+    from nasforge.core.capabilities import declared
+
+    rows = [
+        {
+            "kind": reg.kind,
+            "name": reg.name,
+            "summary": reg.summary,
+            "tags": sorted(reg.tags),
+            "module": getattr(reg.target, "__module__", ""),
+            **({"capabilities": list(declared(reg.target))} if reg.kind == "space" else {}),
+        }
+        for reg in registry.registrations(args.kind, tag=args.tag)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    show_capabilities = any("capabilities" in row for row in rows)
+    if not console.is_terminal:  # pipes and files: one line per component, nothing wrapped
+        kind_width = max((len(row["kind"]) for row in rows), default=0)
+        name_width = max((len(row["name"]) for row in rows), default=0)
+        for row in rows:
+            extras = [f"[tags: {', '.join(row['tags'])}]"] if row["tags"] else []
+            if row.get("capabilities"):
+                extras.append(f"[capabilities: {', '.join(row['capabilities'])}]")
+            line = f"{row['kind']:<{kind_width}}  {row['name']:<{name_width}}  {row['summary']}"
+            print(" ".join([line, *extras]).rstrip())
+        return 0
     table = Table(title="registered components")
-    table.add_column("kind")
-    table.add_column("type")
-    table.add_column("tags")
-    table.add_column("summary")
-    for reg in registry.registrations(args.kind, tag=args.tag):
-        table.add_row(reg.kind, reg.name, ", ".join(sorted(reg.tags)), reg.summary)
-    console.print(table)
+    for column in ("kind", "type", "tags", *(("capabilities",) if show_capabilities else ()), "summary"):
+        table.add_column(column)
+    for row in rows:
+        capabilities = (", ".join(row.get("capabilities", [])),) if show_capabilities else ()
+        table.add_row(row["kind"], row["name"], ", ".join(row["tags"]), *capabilities, row["summary"])
+    console.print(table, markup=False)
     return 0
 
 
@@ -607,16 +635,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="fit: registered space, e.g. nb201")
     p.add_argument("--space-options", help="fit: the space's options as YAML")
     p.add_argument("--table", help="fit: latency table from `nasforge profile`")
-    p.add_argument("--model", default="linear_sum", help="naive_sum, linear_sum, linear_sum_count, mlp, lstm or gbt")
+    p.add_argument("--model", default="linear_sum", help="a registered cost model (`nasforge registry cost_model`)")
     p.add_argument("--archs", type=int, default=50, help="children to measure end to end (default 50)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", help="fit: where to write the fitted model")
     p.set_defaults(func=cmd_costmodel)
 
-    p = sub.add_parser("registry", help="list registered components")
+    p = sub.add_parser("registry", help="list registered components (every kind, or one)")
     p.add_argument("kind", nargs="?", choices=list(registry.KINDS), help="only this kind")
     p.add_argument("--tag", help="only components with this tag")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, summary, tags, module}")
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("gen-config", help="print a sample config for a space, listing every compatible component")

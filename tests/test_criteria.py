@@ -124,7 +124,7 @@ def test_mixup_mixes_inputs_and_targets() -> None:
 
 
 def test_make_criterion_rejects_bad_names_and_options() -> None:
-    with pytest.raises(ConfigError, match="unknown criterion 'cross'"):
+    with pytest.raises(ConfigError, match="unknown criterion type 'cross'"):
         make_criterion("cross")
     with pytest.raises(ConfigError, match="gama"):
         make_criterion("focal", {"gama": 2})

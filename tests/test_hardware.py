@@ -10,7 +10,7 @@ import pytest
 
 from nasforge.core import registry
 from nasforge.core.errors import ConfigError
-from nasforge.hardware.costmodels import COST_MODELS, BlockFeatures, evaluate, make_cost_model
+from nasforge.hardware.costmodels import BlockFeatures, evaluate, make_cost_model
 from nasforge.hardware.profile import LatencyTable, measure_model, profile_space
 from nasforge.nn.counters import count_flops
 from nasforge.nn.ops import OPS
@@ -41,7 +41,7 @@ def test_linear_on_sum_recovers_scale_and_overhead_naive_sum_is_biased() -> None
     )  # ... too low
 
 
-@pytest.mark.parametrize("name", sorted(COST_MODELS))
+@pytest.mark.parametrize("name", ["gbt", "linear_sum", "linear_sum_count", "lstm", "mlp", "naive_sum"])
 def test_every_cost_model_ranks_the_synthetic_latencies(name: str) -> None:
     train, y_train = synthetic(150)
     test, y_test = synthetic(200, seed=1)

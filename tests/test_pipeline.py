@@ -101,7 +101,7 @@ SEARCH = {"kind": "search", "space": "nb201", "strategy": "random", "estimator":
     [
         ({"a": {**SEARCH, "after": "a"}}, "depends on itself"),
         ({"a": {"kind": "train", "space": "nb201", "arch": "${serch.best}"}, "search": SEARCH}, "unknown step 'serch'. Did you mean 'search'?"),
-        ({"a": {"kind": "trian", "arch": "x"}}, "unknown kind 'trian'. Did you mean 'train'? Step kinds: search, tune, train"),
+        ({"a": {"kind": "trian", "arch": "x"}}, "unknown kind 'trian'. Did you mean 'train'? Step kinds: search, train, tune"),
         ({"a": {"arch": "x"}}, "has no `kind`"),
         ({"a": SEARCH, "b": {"kind": "train", "space": "nb201", "arch": "${a.bset}"}}, "outputs only: best, value"),
         ({"a": {**SEARCH, "budgett": 3}}, "unknown option 'budgett'. Did you mean 'budget'?"),

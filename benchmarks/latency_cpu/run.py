@@ -46,10 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import ConfigError
-from nasforge.hardware.costmodels import COST_MODELS, evaluate, make_cost_model
+from nasforge.hardware.costmodels import evaluate, make_cost_model
 from nasforge.hardware.fitting import distinct_archs, table_features
 from nasforge.hardware.profile import LatencyTable, measure_model, profile_space
 from nasforge.spaces.mobilenet_spaces import ProxylessSpace
@@ -120,7 +121,7 @@ def fit_and_score(table: LatencyTable, fit: list[Arch], test: list[Arch], y_fit:
     """Each cost model fitted on ``fit`` and scored on ``test``, plus the table with its overhead."""
     features_fit, features_test = table_features(table, fit), table_features(table, test)
     scores: dict[str, dict[str, float]] = {}
-    for name in COST_MODELS:
+    for name in registry.names("cost_model"):
         started = time.perf_counter()
         model = make_cost_model(name, seed=seed).fit(features_fit, y_fit)
         scores[name] = evaluate(y_test, model.predict(features_test)) | {"fit_seconds": time.perf_counter() - started}

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, model_validator
+from pydantic_core import core_schema
 
 from nasforge.core.errors import ConfigError, UnknownComponentError
 
@@ -37,6 +38,7 @@ __all__ = [
     "KINDS",
     "ComponentSpec",
     "Registration",
+    "Registered",
     "register",
     "get",
     "names",
@@ -60,6 +62,11 @@ KINDS: dict[str, str] = {
     "objective": "nasforge.objectives",
     "predictor": "nasforge.predictors",
     "dataset": "nasforge.tasks",
+    "criterion": "nasforge.tasks",
+    "rule": "nasforge.oneshot",
+    "cost_model": "nasforge.hardware",
+    "encoding": "nasforge.predictors",
+    "step": "nasforge.runner",
 }
 
 T = TypeVar("T")
@@ -202,6 +209,33 @@ def get(kind: str, name: str) -> Registration:
         raise UnknownComponentError(
             f"unknown {kind} type {name!r}.{hint} Registered {kind} types: {', '.join(known) or '(none)'}."
         ) from None
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Annotation metadata for an option that names a registered component of ``kind``::
+
+        rule: Annotated[str, Registered("rule")] = "spos"
+
+    Validation accepts exactly the names registered when it runs (plugins included) and the
+    extra values in ``also`` (``auto``, say); anything else fails with :func:`get`'s message,
+    "unknown rule type 'x'. Did you mean ...? Registered rule types: ...".
+    """
+
+    kind: str
+    also: tuple[str, ...] = ()
+
+    def check(self, value: str) -> str:
+        if value not in self.also:
+            try:
+                get(self.kind, value)
+            except UnknownComponentError as exc:
+                also = f" Also allowed: {', '.join(self.also)}." if self.also else ""
+                raise ValueError(f"{exc}{also}") from None
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
 
 
 def _parameters(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:

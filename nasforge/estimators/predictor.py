@@ -21,7 +21,7 @@ from nasforge.core.errors import ConfigError, DataNotFoundError
 from nasforge.core.estimator import Context, Estimator
 from nasforge.core.registry import create, register
 from nasforge.core.trial import Result
-from nasforge.predictors.encodings import Encoder, get_encoder
+from nasforge.predictors.encodings import Encoder, EncodingName, get_encoder
 from nasforge.predictors.models import Predictor
 
 __all__ = ["PredictorEstimator"]
@@ -81,7 +81,7 @@ class PredictorEstimator(Estimator):
         self,
         predictor: str = "gbt",
         predictor_options: dict[str, Any] | None = None,
-        encoding: str = "auto",
+        encoding: EncodingName = "auto",
         metrics: tuple[str, ...] = ("val_acc",),
         data: str | None = None,
         arch_column: str = "arch",

@@ -20,7 +20,7 @@ from nasforge.core.trial import Result
 from nasforge.nn.counters import count_flops, count_params
 from nasforge.spaces.hparams import apply_hparams, hparams_of
 from nasforge.tasks.augment import AugmentPolicy
-from nasforge.tasks.criteria import CriterionName, UserFunction
+from nasforge.tasks.criteria import CriterionChoice, UserFunction
 from nasforge.tasks.model_folder import load_teacher
 from nasforge.tasks.splits import DataSplits
 from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, train_model
@@ -64,7 +64,7 @@ class ScratchTraining(Estimator):
         label_smoothing: UnitFraction = 0.0,
         warmup_epochs: NonNegativeInt = 0,
         augment: AugmentPolicy = "none",
-        criterion: CriterionName | UserFunction = "cross_entropy",
+        criterion: CriterionChoice = "cross_entropy",
         criterion_options: dict[str, float | str] | None = None,
         metric: UserFunction | None = None,
     ) -> None:

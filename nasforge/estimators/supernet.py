@@ -33,7 +33,7 @@ import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -45,7 +45,7 @@ from nasforge.core.atomic import load_checkpoint, save_checkpoint
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
-from nasforge.core.registry import register
+from nasforge.core.registry import Registered, register
 from nasforge.core.seeding import derive_seed, seeded
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
@@ -64,7 +64,8 @@ SUPERNET_DIR = "supernet"
 _SLOTS = ("slot-0.pt", "slot-1.pt")
 _VERSION = 1
 
-Rule = Literal["spos", "fairnas", "rsps", "enas"]
+#: A registered rule's name (:mod:`nasforge.oneshot.rules`, or a plugin's).
+Rule = Annotated[str, Registered("rule")]
 
 
 def _space_name(space: SearchSpace) -> str:
@@ -141,7 +142,8 @@ class SupernetEstimator(Estimator):
     input. Cost: ``seconds`` of the estimate plus any supernet training that ran for this trial.
 
     Args:
-        rule: the training rule: ``spos``, ``fairnas``, ``rsps`` or ``enas``.
+        rule: the training rule, a registered ``rule`` (``nasforge registry rule``): built in
+            ``spos``, ``fairnas``, ``rsps`` and ``enas``.
         epochs: epochs of supernet training before the first estimate (ENAS: uniform warm-up).
         batch_size: samples per minibatch.
         lr: peak SGD learning rate (cosine to 0 over ``epochs``; constant for ENAS).
@@ -176,6 +178,7 @@ class SupernetEstimator(Estimator):
         space: SearchSpace | None = None,
     ) -> None:
         self.rule: TrainingRule = get_rule(rule)
+        self._rule_option = rule
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         defaults = type(self.rule).defaults
@@ -211,6 +214,11 @@ class SupernetEstimator(Estimator):
         self._data: tuple[int, tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
         self._unbilled = 0.0  # seconds of supernet training not yet reported in a trial's cost
 
+    @property
+    def rule_name(self) -> str:
+        """The rule's name in logs and checkpoint fingerprints: its ``name``, else the configured one."""
+        return type(self.rule).name or self._rule_option
+
     # -- set-up ----------------------------------------------------------------------------------
 
     def fingerprint(self, supernet: nn.Module) -> dict[str, Any]:
@@ -221,7 +229,7 @@ class SupernetEstimator(Estimator):
         shapes = repr([(name, tuple(t.shape)) for name, t in supernet.state_dict().items()])
         criterion = {"criterion": list(self.criterion)} if self.criterion != ("cross_entropy", {}) else {}
         return {
-            "rule": self.rule.name,
+            "rule": self.rule_name,
             **asdict(self.settings),
             **criterion,
             "shapes": hashlib.sha1(shapes.encode()).hexdigest(),
@@ -310,7 +318,7 @@ class SupernetEstimator(Estimator):
                     loss = trainer.train_epoch(train)
                 self._save(trainer, -1)
                 ctx.log.info(
-                    "supernet (%s) epoch %d/%d: train loss %.4f", self.rule.name, trainer.epochs_done, self.settings.epochs, loss
+                    "supernet (%s) epoch %d/%d: train loss %.4f", self.rule_name, trainer.epochs_done, self.settings.epochs, loss
                 )
             self._unbilled += time.perf_counter() - started
         return trainer
@@ -331,7 +339,7 @@ class SupernetEstimator(Estimator):
         if arch is not None and arch.epoch < arch.epochs:
             if self.rule.trains_asked_archs:
                 raise ConfigError(
-                    f"rule {self.rule.name!r} trains the asked archs; a strategy with architecture parameters "
+                    f"rule {self.rule_name!r} trains the asked archs; a strategy with architecture parameters "
                     "searches a trained supernet: use rule spos, fairnas or rsps"
                 )
             started = time.perf_counter()

@@ -2,7 +2,9 @@
 
 An arch is described to a cost model by :class:`BlockFeatures`: for each arch, the sequence of
 its blocks as token ids (which primitive sits at each position) and each block's cost from a
-per-block table (measured latency, or a proxy such as FLOPs when nothing was measured). Models:
+per-block table (measured latency, or a proxy such as FLOPs when nothing was measured). Cost
+models are registry components of kind ``cost_model`` (``@register("cost_model", NAME)``, so a
+plugin can add one; :func:`make_cost_model` builds one by name). The built-in ones:
 
 - ``naive_sum``: the sum of the block costs, no fitting (a latency lookup table).
 - ``linear_sum``: ``a * sum + b`` (a scale and a fixed overhead).
@@ -23,16 +25,17 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from nasforge.core import registry
 from nasforge.core.errors import ConfigError
+from nasforge.core.registry import register
 from nasforge.predictors.models import GradientBoostedTrees, MLPEnsemble
 
-__all__ = ["BlockFeatures", "CostModel", "COST_MODELS", "make_cost_model", "evaluate"]
+__all__ = ["BlockFeatures", "CostModel", "make_cost_model", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ def _lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
+@register("cost_model", "naive_sum")
 class NaiveSum(CostModel):
     """The sum of the per-block costs: a latency lookup table, nothing fitted."""
 
@@ -96,6 +100,7 @@ class NaiveSum(CostModel):
         return features.costs.sum(axis=1)
 
 
+@register("cost_model", "linear_sum")
 class LinearSum(CostModel):
     """``a * sum(costs) + b``: corrects a table's scale and adds a fixed overhead."""
 
@@ -113,6 +118,7 @@ class LinearSum(CostModel):
         return self._design(features) @ self.coef[:-1] + self.coef[-1]
 
 
+@register("cost_model", "linear_sum_count")
 class LinearSumCount(LinearSum):
     """``a * sum(costs) + c * blocks + b``, ``blocks`` counting the blocks that do work.
 
@@ -153,6 +159,7 @@ class _Standardised(CostModel):
         return (X - self._mean) / self._scale
 
 
+@register("cost_model", "mlp")
 class MLPCost(_Standardised):
     """An MLP ensemble (nasforge's ``mlp_ensemble`` predictor) on the per-block cost vector."""
 
@@ -171,6 +178,7 @@ class MLPCost(_Standardised):
         return self.model.predict(self._scaled(features))
 
 
+@register("cost_model", "gbt")
 class GBTCost(_Standardised):
     """Gradient-boosted trees (nasforge's ``gbt`` predictor) on costs and one-hot tokens."""
 
@@ -189,6 +197,7 @@ class GBTCost(_Standardised):
         return self.model.predict(self._inputs(features))
 
 
+@register("cost_model", "lstm")
 class LSTMCost(CostModel):
     """An LSTM over the block sequence; each step sees the one-hot token and the block's cost.
 
@@ -249,22 +258,18 @@ class LSTMCost(CostModel):
         return out.astype(np.float64) * self._y[1] + self._y[0]
 
 
-#: The cost models by name; each factory takes a ``seed``.
-COST_MODELS: dict[str, Callable[[int], CostModel]] = {
-    "naive_sum": lambda seed: NaiveSum(),
-    "linear_sum": lambda seed: LinearSum(),
-    "linear_sum_count": lambda seed: LinearSumCount(),
-    "mlp": lambda seed: MLPCost(seed=seed),
-    "lstm": lambda seed: LSTMCost(seed=seed),
-    "gbt": lambda seed: GBTCost(seed=seed),
-}
-
-
 def make_cost_model(name: str, seed: int = 0) -> CostModel:
-    """A fresh cost model ``name``; an unknown name lists the known ones."""
-    if name not in COST_MODELS:
-        raise ConfigError(f"unknown cost model {name!r}; cost models: {', '.join(COST_MODELS)}")
-    return COST_MODELS[name](seed)
+    """A fresh registered cost model ``name``, given ``seed`` when its constructor takes one.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the registered cost models), or a
+            registered target that does not build a :class:`CostModel`.
+    """
+    options = {"seed": seed} if "seed" in registry.signature_defaults("cost_model", name) else {}
+    model = registry.create("cost_model", name, options, where=f"cost model {name!r}")
+    if not isinstance(model, CostModel):
+        raise ConfigError(f"cost model {name!r} built a {type(model).__name__}, not a CostModel")
+    return model
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -20,8 +20,9 @@ their paper used, scaled to the small CPU settings nasforge runs by default, as
   the search loop (see :class:`~nasforge.estimators.supernet.SupernetEstimator`); its optional
   warm-up epochs sample uniformly.
 
-Rules are plain classes looked up by name in :data:`RULES`; they hold no state, and all their
-randomness comes from the generator they are handed.
+Rules are plain classes registered as components of kind ``rule`` (``@register("rule", NAME)``,
+so a plugin can add one) and built by name with :func:`get_rule`; they hold no state, and all
+their randomness comes from the generator they are handed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.errors import ConfigError
+from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
 
 __all__ = [
@@ -42,7 +46,6 @@ __all__ = [
     "StrictFairness",
     "RandomSearchSharing",
     "ControllerPaths",
-    "RULES",
     "get_rule",
 ]
 
@@ -71,8 +74,8 @@ class RuleDefaults:
 class TrainingRule(ABC):
     """Base of the rules: the archs trained together in one optimiser step."""
 
-    #: The name configs use (``rule: spos``).
-    name: ClassVar[str]
+    #: The name configs use (``rule: spos``); the name it is registered under.
+    name: ClassVar[str] = ""
     #: The recipe used where the estimator's options leave a value unset.
     defaults: ClassVar[RuleDefaults]
     #: True when the archs the strategy asks for are trained inside ``estimate`` (ENAS).
@@ -83,6 +86,7 @@ class TrainingRule(ABC):
         """The archs of one optimiser step; their gradients on one minibatch are summed."""
 
 
+@register("rule", "spos")
 class UniformSinglePath(TrainingRule):
     """SPOS: one path per step, drawn uniformly (``space.sample``, so the space's constraints hold).
 
@@ -98,6 +102,7 @@ class UniformSinglePath(TrainingRule):
         return [space.sample(rng)]
 
 
+@register("rule", "fairnas")
 class StrictFairness(TrainingRule):
     """FairNAS: ``m`` paths per step such that every candidate of every choice is used exactly once.
 
@@ -130,6 +135,7 @@ class StrictFairness(TrainingRule):
         return [path for path in paths if space.is_valid(path)] or [space.sample(rng)]
 
 
+@register("rule", "rsps")
 class RandomSearchSharing(UniformSinglePath):
     """RSPS: SPOS's sampling, NAS-Bench-201's recipe for it, Li & Talwalkar's cheap scoring.
 
@@ -144,6 +150,7 @@ class RandomSearchSharing(UniformSinglePath):
     defaults = RuleDefaults(epochs=10, batch_size=64, lr=0.025, weight_decay=5e-4, bn_batches=0, eval_batches=10)
 
 
+@register("rule", "enas")
 class ControllerPaths(UniformSinglePath):
     """ENAS: the shared weights train on the archs the strategy asks for, inside ``estimate``.
 
@@ -157,15 +164,14 @@ class ControllerPaths(UniformSinglePath):
     trains_asked_archs = True
 
 
-#: Rules by the name configs use.
-RULES: dict[str, type[TrainingRule]] = {
-    rule.name: rule for rule in (UniformSinglePath, StrictFairness, RandomSearchSharing, ControllerPaths)
-}
-
-
 def get_rule(name: str) -> TrainingRule:
-    """The rule called ``name``; an unknown name raises ValueError listing the known ones."""
-    try:
-        return RULES[name]()
-    except KeyError:
-        raise ValueError(f"unknown supernet training rule {name!r}; known rules: {', '.join(RULES)}") from None
+    """The registered rule called ``name``.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the registered rules), or a registered
+            target that does not build a :class:`TrainingRule`.
+    """
+    rule = registry.create("rule", name, where=f"rule {name!r}")
+    if not isinstance(rule, TrainingRule):
+        raise ConfigError(f"rule {name!r} built a {type(rule).__name__}, not a TrainingRule")
+    return rule

@@ -1,6 +1,8 @@
 """Fixed-length numeric encodings of architectures, the input of performance predictors.
 
-Three encodings, looked up by name with :func:`get_encoder`:
+Encodings are registry components of kind ``encoding`` (``@register("encoding", NAME)``: a class
+taking the space, so a plugin can add one), looked up by name with :func:`get_encoder`. The
+built-in ones:
 
 - ``onehot`` — one block per choice, one slot per candidate. Works for every space.
 - ``adjacency`` — for cell spaces: the labelled adjacency tensor of the cell, one slot per
@@ -24,13 +26,15 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import overload
+from collections.abc import Sequence
+from typing import Annotated, overload
 
 import numpy as np
 
+from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
+from nasforge.core.registry import Registered, register
 from nasforge.core.space import SearchSpace
 
 __all__ = [
@@ -39,7 +43,7 @@ __all__ = [
     "OneHotEncoder",
     "AdjacencyEncoder",
     "PathEncoder",
-    "ENCODERS",
+    "EncodingName",
     "get_encoder",
     "default_encoding",
     "is_cell_space",
@@ -47,6 +51,9 @@ __all__ = [
 
 #: The candidate that stands for "no edge" in a cell space.
 NONE_OP = "none"
+
+#: An option naming an encoding: a registered one, or ``auto`` (:func:`default_encoding`).
+EncodingName = Annotated[str, Registered("encoding", also=("auto",))]
 
 _EDGE = re.compile(r"^(\d+)<-(\d+)$")
 
@@ -93,6 +100,7 @@ class Encoder(ABC):
         """``(n, size)`` encodings of the archs whose candidate indices are the rows of ``idx``."""
 
 
+@register("encoding", "onehot")
 class OneHotEncoder(Encoder):
     """One slot per (choice, candidate): the generic encoding of any space."""
 
@@ -159,6 +167,7 @@ class _CellEncoder(Encoder):
         return self._op_of[np.arange(idx.shape[1]), idx]
 
 
+@register("encoding", "adjacency")
 class AdjacencyEncoder(_CellEncoder):
     """The labelled adjacency tensor: one slot per (src, dst, op) of every edge of the space.
 
@@ -179,6 +188,7 @@ class AdjacencyEncoder(_CellEncoder):
         return out
 
 
+@register("encoding", "path")
 class PathEncoder(_CellEncoder):
     """BANANAS path encoding: how many input -> output paths carry each op sequence.
 
@@ -243,27 +253,21 @@ class PathEncoder(_CellEncoder):
         raise IndexError(slot)
 
 
-#: The encodings by name.
-ENCODERS: dict[str, Callable[[SearchSpace], Encoder]] = {
-    "onehot": OneHotEncoder,
-    "adjacency": AdjacencyEncoder,
-    "path": PathEncoder,
-}
-
-
 def default_encoding(space: SearchSpace) -> str:
     """``path`` for cell spaces (what BANANAS found best), ``onehot`` otherwise."""
     return "path" if is_cell_space(space) else "onehot"
 
 
 def get_encoder(name: str, space: SearchSpace) -> Encoder:
-    """The encoder ``name`` (``onehot``, ``adjacency``, ``path`` or ``auto``) bound to ``space``.
+    """The registered encoder ``name`` (``onehot``, ``adjacency``, ``path``, a plugin's) or
+    ``auto`` bound to ``space``.
 
     ``auto`` picks :func:`default_encoding`. Cell encodings raise a :class:`ConfigError` for a
     space whose choices are not edges ``"dst<-src"``.
     """
     if name == "auto":
         name = default_encoding(space)
-    if name not in ENCODERS:
-        raise ConfigError(f"unknown encoding {name!r}; encodings: auto, {', '.join(ENCODERS)}")
-    return ENCODERS[name](space)
+    encoder = registry.create("encoding", name, {"space": space}, where=f"encoding {name!r}")
+    if not isinstance(encoder, Encoder):
+        raise ConfigError(f"encoding {name!r} built a {type(encoder).__name__}, not an Encoder")
+    return encoder

@@ -20,7 +20,9 @@ set (those its kind accepts; a step's value replaces the default whole). ``${STE
 earlier step's output (``${STEP.metrics.val_acc}`` reaches inside one); a step runs after every
 step it references and every step in its ``after`` list, in declaration order otherwise.
 
-Kinds and their outputs:
+Step kinds are registry components of kind ``step``: a function registered with
+``@register("step", NAME)`` that returns a :class:`StepKind`, so a plugin can add one. The
+built-in kinds and their outputs:
 
 - ``search``: an experiment (the sections of a ``nasforge search`` config, without ``name``,
   ``run_dir`` and ``train``). Outputs ``best`` (the best arch in the space's notation),
@@ -60,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 from nasforge.core import registry
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
-from nasforge.core.registry import ComponentSpec
+from nasforge.core.registry import ComponentSpec, register
 from nasforge.core.seeding import derive_seed
 from nasforge.core.threads import pinned_threads
 from nasforge.core.trial import Trial
@@ -79,7 +81,17 @@ from nasforge.runner.loop import STORE_FILE, SearchResult
 from nasforge.spaces.hparams import apply_hparams, hparams_of
 from nasforge.tasks.training import TrainSettings
 
-__all__ = ["PipelineConfig", "load_pipeline", "load_run", "plan", "run_pipeline", "STEP_KINDS", "PIPELINE_FILE", "DONE_FILE"]
+__all__ = [
+    "PipelineConfig",
+    "StepKind",
+    "load_pipeline",
+    "load_run",
+    "plan",
+    "run_pipeline",
+    "step_kinds",
+    "PIPELINE_FILE",
+    "DONE_FILE",
+]
 
 log = logging.getLogger("nasforge")
 
@@ -230,12 +242,35 @@ class StepKind:
 _SEARCH_OPTIONS = frozenset(ExperimentConfig.model_fields) - {"name", "run_dir", "train"}
 _SEARCH_OUTPUTS = ("best", "value", "metrics", "hparams", "topk", "dir")
 
-#: The registered step kinds.
-STEP_KINDS: dict[str, StepKind] = {
-    "search": StepKind(_SEARCH_OPTIONS, _SEARCH_OUTPUTS, _search_config, _run_search),
-    "tune": StepKind(_SEARCH_OPTIONS | {"arch", "hparams"}, _SEARCH_OUTPUTS, _tune_config, _run_search),
-    "train": StepKind(frozenset(TrainStep.model_fields), ("dir", "metrics", "test_acc"), _train_options, _run_train),
-}
+
+
+@register("step", "search")
+def search_step() -> StepKind:
+    """An experiment (a `nasforge search` config's sections); outputs the best arch and its scores."""
+    return StepKind(_SEARCH_OPTIONS, _SEARCH_OUTPUTS, _search_config, _run_search)
+
+
+@register("step", "tune")
+def tune_step() -> StepKind:
+    """A search over training hyperparameters alone for one `arch`; outputs as `search`."""
+    return StepKind(_SEARCH_OPTIONS | {"arch", "hparams"}, _SEARCH_OUTPUTS, _tune_config, _run_search)
+
+
+@register("step", "train")
+def train_step() -> StepKind:
+    """Final training of `arch` on train + valid and one test; outputs the model folder and metrics."""
+    return StepKind(frozenset(TrainStep.model_fields), ("dir", "metrics", "test_acc"), _train_options, _run_train)
+
+
+def step_kinds() -> dict[str, StepKind]:
+    """The registered step kinds (built-ins and plugins') by name."""
+    kinds = {}
+    for reg in registry.registrations("step"):
+        kind = reg.target()
+        if not isinstance(kind, StepKind):
+            raise ConfigError(f"step kind {reg.name!r} ({reg.target.__module__}) returned {type(kind).__name__}, not a StepKind")
+        kinds[reg.name] = kind
+    return kinds
 
 
 # -- references and order ----------------------------------------------------------------------
@@ -289,12 +324,13 @@ def _split(reference: str) -> tuple[str, list[str]]:
 
 def _kind(name: str, spec: Mapping[str, Any]) -> StepKind:
     kind = spec.get("kind")
-    if kind not in STEP_KINDS:
-        close = difflib.get_close_matches(str(kind), list(STEP_KINDS), n=1)
+    kinds = step_kinds()
+    if kind not in kinds:
+        close = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         what = "has no `kind`" if kind is None else f"has unknown kind {kind!r}"
-        raise ConfigError(f"pipeline step {name!r} {what}.{hint} Step kinds: {', '.join(STEP_KINDS)}.")
-    return STEP_KINDS[kind]
+        raise ConfigError(f"pipeline step {name!r} {what}.{hint} Step kinds: {', '.join(kinds)}.")
+    return kinds[kind]
 
 
 def _step_options(config: PipelineConfig, name: str) -> dict[str, Any]:
@@ -350,7 +386,7 @@ def plan(config: PipelineConfig) -> list[str]:
     for name in config.steps:
         if not _STEP_NAME.match(name):
             raise ConfigError(f"pipeline step name {name!r} must be a letter or _ followed by letters, digits, _ or -")
-    allowed = set().union(*(kind.options for kind in STEP_KINDS.values()))
+    allowed = set().union(*(kind.options for kind in step_kinds().values()))
     unknown = [key for key in config.defaults if key not in allowed]
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
@@ -443,7 +479,7 @@ def run_pipeline(
             say(f"step {number}/{len(order)} {name} ({kind_name}): done earlier, skipped")
             continue
         say(f"step {number}/{len(order)} {name} ({kind_name}): running in {step_dir}")
-        kind = STEP_KINDS[kind_name]
+        kind = _kind(name, {"kind": kind_name})
         prepared = kind.prepare(name, _resolve(_step_options(config, name), outputs), step_dir)
         step_dir.mkdir(parents=True, exist_ok=True)
         with pinned_threads(None):  # a step's `threads` (set by the step) hold for that step only

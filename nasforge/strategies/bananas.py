@@ -27,7 +27,7 @@ from nasforge.core.arch import Arch
 from nasforge.core.registry import create, register
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
-from nasforge.predictors.encodings import Encoder, get_encoder
+from nasforge.predictors.encodings import Encoder, EncodingName, get_encoder
 
 if TYPE_CHECKING:
     from nasforge.core.objective import Objective
@@ -74,7 +74,7 @@ class Bananas(Strategy):
         self,
         predictor: str = "mlp_ensemble",
         predictor_options: dict[str, Any] | None = None,
-        encoding: str = "auto",
+        encoding: EncodingName = "auto",
         initial: PositiveInt = 10,
         batch: PositiveInt = 5,
         candidates: PositiveInt = 1000,

@@ -7,8 +7,9 @@ call ``inputs, targets = criterion.prepare(images, labels)``, then ``criterion(m
 targets)``. Randomness (MixUp's draws) comes from torch's global generator, which the training
 loops seed.
 
-Criteria by name (:data:`CRITERIA`, :func:`make_criterion`), as ``train: {criterion: NAME,
-criterion_options: {...}}`` selects them:
+Criteria are registry components of kind ``criterion`` (``@register("criterion", NAME)``; a
+plugin can add one), built by :func:`make_criterion` as ``train: {criterion: NAME,
+criterion_options: {...}}`` selects them. The built-in ones:
 
 - ``cross_entropy``: ``label_smoothing`` (default 0).
 - ``label_smoothing``: cross-entropy against targets smoothed by ``smoothing`` (default 0.1;
@@ -28,16 +29,21 @@ scalar tensor (:class:`UserCriterion`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nasforge.core.errors import ConfigError
+from nasforge.core import registry
+from nasforge.core.errors import ConfigError, UnknownComponentError
+from nasforge.core.registry import Registered, register
 from nasforge.tasks.datasets import load_factory
+
+_USER_FUNCTION = r"^.+:[A-Za-z_]\w*$"
 
 __all__ = [
     "Criterion",
@@ -50,14 +56,30 @@ __all__ = [
     "UserFunction",
     "kd_loss",
     "mixup_batch",
-    "CRITERIA",
     "CriterionName",
+    "CriterionChoice",
     "make_criterion",
 ]
 
-CriterionName = Literal["cross_entropy", "label_smoothing", "focal", "triplet", "kd", "mixup"]
+#: A registered criterion's name (validated against the registry: built-ins and plugins).
+CriterionName = Annotated[str, Registered("criterion")]
 #: A user's function by import path: ``"package.module:function"`` or ``"path/to/file.py:function"``.
-UserFunction = Annotated[str, Field(pattern=r"^.+:[A-Za-z_]\w*$")]
+UserFunction = Annotated[str, Field(pattern=_USER_FUNCTION)]
+
+
+def _criterion_or_function(value: str) -> str:
+    if ":" not in value:
+        try:
+            return Registered("criterion").check(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} Or a user's function: 'package.module:function'.") from None
+    if not re.match(_USER_FUNCTION, value):
+        raise ValueError(f"criterion {value!r} is not a function's import path 'package.module:function'")
+    return value
+
+
+#: A registered criterion's name, or a user's loss function by import path (:data:`UserFunction`).
+CriterionChoice = Annotated[str, AfterValidator(_criterion_or_function)]
 
 
 class Criterion(nn.Module):
@@ -71,6 +93,7 @@ class Criterion(nn.Module):
         raise NotImplementedError
 
 
+@register("criterion", "cross_entropy")
 class CrossEntropy(Criterion):
     """Mean cross-entropy, with targets smoothed by ``label_smoothing`` (0: none)."""
 
@@ -84,6 +107,7 @@ class CrossEntropy(Criterion):
         return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
 
 
+@register("criterion", "focal")
 class FocalLoss(Criterion):
     """Focal loss (Lin et al., ICCV 2017): cross-entropy scaled by ``(1 - p_t)**gamma``, which
     down-weights well-classified samples; the mean over the batch."""
@@ -99,6 +123,7 @@ class FocalLoss(Criterion):
         return (-((1.0 - log_p.exp()) ** self.gamma) * log_p).mean()
 
 
+@register("criterion", "triplet")
 class TripletLoss(Criterion):
     """Batch-hard triplet loss (Hermans, Beyer & Leibe 2017) on the outputs as embeddings.
 
@@ -147,6 +172,7 @@ def kd_loss(
     return alpha * temperature**2 * soft + (1.0 - alpha) * F.cross_entropy(student_logits, targets)
 
 
+@register("criterion", "kd")
 class KnowledgeDistillation(Criterion):
     """:func:`kd_loss` against a ``teacher`` network run (in eval mode, without gradients) on
     the same inputs; targets are ``(labels, teacher logits)``."""
@@ -177,6 +203,7 @@ def mixup_batch(
     return lam * images + (1.0 - lam) * images[order], (labels, labels[order], lam)
 
 
+@register("criterion", "mixup")
 class MixUp(Criterion):
     """MixUp (Zhang, Cisse, Dauphin & Lopez-Paz, ICLR 2018): each batch is mixed with a shuffled
     copy of itself by ``lam ~ Beta(alpha, alpha)``, and the loss is the same mix of the
@@ -215,28 +242,19 @@ class UserCriterion(Criterion):
         return loss
 
 
+@register("criterion", "label_smoothing")
 def _label_smoothing(smoothing: float = 0.1) -> CrossEntropy:
+    """Cross-entropy against targets smoothed by ``smoothing`` (Szegedy et al. 2016)."""
     if not 0 <= smoothing < 1:
         raise ValueError(f"smoothing must be in [0, 1); got {smoothing}")
     return CrossEntropy(label_smoothing=smoothing)
 
 
-#: Criterion name -> factory taking the criterion's options as keywords.
-CRITERIA: dict[str, Callable[..., Criterion]] = {
-    "cross_entropy": CrossEntropy,
-    "label_smoothing": _label_smoothing,
-    "focal": FocalLoss,
-    "triplet": TripletLoss,
-    "kd": KnowledgeDistillation,
-    "mixup": MixUp,
-}
-
-
 def make_criterion(
     name: str, options: Mapping[str, Any] | None = None, *, teacher: nn.Module | None = None
 ) -> Criterion:
-    """The criterion ``name`` (or a user's, by import path) with ``options``; ``kd`` also needs
-    the ``teacher`` network.
+    """The registered criterion ``name`` (or a user's, by import path) with ``options``; ``kd``
+    also needs the ``teacher`` network.
 
     Raises:
         ConfigError: an unknown name, an unknown or out-of-range option, ``kd`` without a
@@ -245,10 +263,10 @@ def make_criterion(
     options = dict(options or {})
     if ":" in name:
         return UserCriterion(name, **options)
-    if name not in CRITERIA:
-        raise ConfigError(
-            f"unknown criterion {name!r}; allowed: {', '.join(CRITERIA)}, or a function 'package.module:function'"
-        )
+    try:
+        registry.get("criterion", name)
+    except UnknownComponentError as exc:
+        raise UnknownComponentError(f"{exc} Or a user's function: 'package.module:function'.") from None
     if name == "kd":
         if teacher is None:
             raise ConfigError(
@@ -256,9 +274,7 @@ def make_criterion(
                 "(a folder written by `nasforge train`), or pass the teacher to the training loop"
             )
         options["teacher"] = teacher
-    try:
-        return CRITERIA[name](**options)
-    except TypeError as exc:
-        raise ConfigError(f"criterion {name!r}: {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"criterion {name!r}: {exc}") from None
+    criterion = registry.create("criterion", name, options, where=f"criterion {name!r}")
+    if not isinstance(criterion, Criterion):
+        raise ConfigError(f"criterion {name!r} built a {type(criterion).__name__}, not a nasforge Criterion")
+    return criterion

@@ -35,7 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorD
 from nasforge.core.errors import ConfigError
 from nasforge.core.seeding import seeded
 from nasforge.tasks.augment import AugmentPolicy, augment_batch
-from nasforge.tasks.criteria import Criterion, CriterionName, UserFunction, make_criterion
+from nasforge.tasks.criteria import Criterion, CriterionChoice, UserFunction, make_criterion
 from nasforge.tasks.datasets import load_factory
 
 __all__ = [
@@ -108,7 +108,7 @@ class TrainSettings(BaseModel):
     aux_weight: NonNegativeFloat = 0.4
     drop_path_prob: UnitFraction = 0.0
     augment: AugmentPolicy = "none"
-    criterion: CriterionName | UserFunction = "cross_entropy"
+    criterion: CriterionChoice = "cross_entropy"
     criterion_options: dict[str, float | str] = Field(default_factory=dict)
     metric: UserFunction | None = None
 
