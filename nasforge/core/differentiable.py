@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from nasforge.core.capabilities import HasEdges
+
 if TYPE_CHECKING:
     from nasforge.core.arch import Choice
     from nasforge.core.space import SearchSpace
@@ -109,5 +111,4 @@ class ArchParameters(Protocol):
 def edge_choices(space: SearchSpace) -> Mapping[str, Choice]:
     """The edges a differentiable method weighs: ``space.edge_choices()`` where the space has
     one (DARTS: ``none`` included, archs derived by ``space.derive``), else its own choices."""
-    edges = getattr(space, "edge_choices", None)
-    return edges() if callable(edges) else space.choices()
+    return space.edge_choices() if isinstance(space, HasEdges) else space.choices()

@@ -6,12 +6,13 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nasforge.core.arch import Arch
 from nasforge.core.trial import Result
 
 if TYPE_CHECKING:
+    from nasforge.core.capabilities import ArchTraining, Capability
     from nasforge.core.differentiable import ArchParameters
     from nasforge.core.space import SearchSpace
 
@@ -49,7 +50,21 @@ class Estimator(ABC):
     :meth:`estimate` gives one arch its metrics; raising marks that trial failed (the search goes
     on). :meth:`update` is called once per strategy step by weight-sharing estimators (e.g. one
     epoch of supernet training); stateless estimators leave it alone.
+
+    What an estimator needs is declared in class attributes, which
+    :func:`nasforge.core.capabilities.check_combination` checks before any data loads.
     """
+
+    #: Capabilities the space must offer (e.g. ``{Capability.SUPERNET}`` for one-shot estimators).
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    #: Supernet modes the space must support (``"weighted"``: candidates mixed by weights).
+    modes: ClassVar[frozenset[str]] = frozenset()
+    #: How it trains a strategy's architecture parameters (``ctx.arch_parameters``); None: it does not.
+    trains_arch_parameters: ClassVar[ArchTraining | None] = None
+    #: True when it cannot run without a strategy's architecture parameters (``dnas``).
+    needs_arch_parameters: ClassVar[bool] = False
+    #: True for a wrapper whose needs are those of the estimator it holds (``self.inner``).
+    forwards_capabilities: ClassVar[bool] = False
 
     @abstractmethod
     def estimate(self, arch: Arch, ctx: Context) -> Result:

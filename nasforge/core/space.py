@@ -10,7 +10,7 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -35,7 +35,14 @@ class SearchSpace(ABC):
     Subclasses implement :meth:`choices` and :meth:`build`; they may override :meth:`parse` and
     :meth:`format` for a notation of their own, and :meth:`is_valid` for constraints between
     choices (sampling, enumeration and validation then respect them).
+
+    What a space offers beyond that (a supernet, differentiable edges, elastic dimensions, cost
+    layers, supernet modes) it offers by having the methods of a protocol of
+    :mod:`nasforge.core.capabilities`; :func:`~nasforge.core.capabilities.declared` lists them.
     """
+
+    #: True for a wrapper whose capabilities are those of the space it holds (``self.inner``).
+    forwards_capabilities: ClassVar[bool] = False
 
     @abstractmethod
     def choices(self) -> Mapping[str, Choice]:
@@ -146,13 +153,16 @@ class ConstrainedSpace(SearchSpace):
     Everything that samples, mutates, enumerates or validates through the space (strategies,
     supernet training rules, the runner's check of each asked arch) then sees only archs that
     pass, so none of them needs to know what the constraint is about (a latency bound, say).
-    Attributes the wrapper does not define (``supernet``, ``named``, ...) are the inner space's.
+    Attributes the wrapper does not define (``supernet``, ``named``, ...) are the inner space's,
+    and so are its capabilities (``forwards_capabilities``).
 
     Args:
         inner: the space to constrain (not modified).
         predicate: True for the archs that stay in the space.
         description: what the constraint is, for error messages ("latency <= 12 ms").
     """
+
+    forwards_capabilities: ClassVar[bool] = True
 
     def __init__(self, inner: SearchSpace, predicate: Callable[[Arch], bool], description: str = "a constraint") -> None:
         self.inner = inner

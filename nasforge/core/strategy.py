@@ -7,7 +7,7 @@ that to the study).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from nasforge.core.errors import ConfigError
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
+    from nasforge.core.capabilities import ArchTraining, Capability
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
@@ -55,6 +56,13 @@ class Strategy(ABC):
     space: SearchSpace
     objective: Objective
     rng: np.random.Generator
+    #: Capabilities the space must offer, and ones it must not (:mod:`nasforge.core.capabilities`).
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    excludes: ClassVar[frozenset[Capability]] = frozenset()
+    #: Supernet modes the space must support (``"weighted"`` for strategies mixing candidates).
+    modes: ClassVar[frozenset[str]] = frozenset()
+    #: How its architecture parameters must be trained by the estimator; None: it has none.
+    arch_parameters: ClassVar[ArchTraining | None] = None
 
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         """Bind the strategy to a space and an objective and seed its generator."""

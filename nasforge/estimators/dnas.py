@@ -26,7 +26,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes, load_checkpoint, save_checkpoint
+from nasforge.core.capabilities import ArchTraining, Capability, HasEdges, component_name, require, require_mode
 from nasforge.core.differentiable import ArchParameters, edge_choices
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
@@ -56,13 +57,6 @@ DNAS_DIR = "dnas"
 ALPHAS_FILE = "alphas.jsonl"
 _VERSION = 1
 _NETWORK_STATE = ("supernet", "optimizer", "evaluator", "evaluator_optimizer")
-
-
-def _space_name(space: SearchSpace) -> str:
-    for reg in registry.registrations("space"):
-        if reg.target is type(space):
-            return reg.name
-    return type(space).__name__
 
 
 @register("estimator", "dnas", tags=("supernet", "differentiable"))
@@ -97,6 +91,11 @@ class DifferentiableSupernetEstimator(Estimator):
         eval_batches: validation minibatches to score on (0: the whole split).
     """
 
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
+    modes: ClassVar[frozenset[str]] = frozenset({"weighted"})
+    trains_arch_parameters: ClassVar[ArchTraining | None] = "with-weights"
+    needs_arch_parameters: ClassVar[bool] = True
+
     def __init__(
         self,
         space: SearchSpace,
@@ -111,13 +110,8 @@ class DifferentiableSupernetEstimator(Estimator):
         bn_batches: NonNegativeInt = 10,
         eval_batches: NonNegativeInt = 0,
     ) -> None:
-        if not callable(getattr(space, "supernet", None)):
-            raise ConfigError(
-                f"estimator 'dnas' trains a supernet, but space {_space_name(space)!r} has no supernet() method; "
-                "use a space that builds one (nb201, darts)"
-            )
-        if callable(getattr(space, "require", None)):  # spaces whose supernet may lack a weighted mode
-            space.require("weighted", by="estimator 'dnas'")
+        require(space, Capability.SUPERNET, by="estimator 'dnas'")
+        require_mode(space, "weighted", by="estimator 'dnas'")  # a user model's supernet may not mix
         self.space = space
         self.order = order
         self.batch_size = batch_size
@@ -144,7 +138,7 @@ class DifferentiableSupernetEstimator(Estimator):
     def _arch(self, ctx: Context) -> ArchParameters:
         arch = ctx.arch_parameters
         if arch is None:
-            differentiable = [r.name for r in registry.registrations("strategy") if "differentiable" in r.tags]
+            differentiable = [r.name for r in registry.registrations("strategy") if r.target.arch_parameters == "with-weights"]
             raise ConfigError(
                 "estimator 'dnas' trains the architecture parameters of a differentiable strategy; "
                 f"use one of: {', '.join(differentiable)}"
@@ -214,17 +208,17 @@ class DifferentiableSupernetEstimator(Estimator):
         missing = [key for key in options if key not in accepted]
         if missing:
             raise ConfigError(
-                f"space {_space_name(self.space)!r} builds no supernet with option(s) {', '.join(missing)}, which the "
+                f"space {component_name('space', self.space)!r} builds no supernet with option(s) {', '.join(missing)}, which the "
                 "strategy needs (partial_channels: nb201, darts; layers: darts)"
             )
         try:
             return self.space.supernet(**options)  # type: ignore[attr-defined]
         except ValueError as exc:
-            raise ConfigError(f"space {_space_name(self.space)!r}: {exc}") from None
+            raise ConfigError(f"space {component_name('space', self.space)!r}: {exc}") from None
 
     def _check_edges(self, supernet: Supernet) -> None:
         edges = edge_choices(self.space)
-        name = _space_name(self.space)
+        name = component_name("space", self.space)
         for _, module in supernet.choice_modules():
             if not isinstance(module, MixedOp):
                 raise ConfigError(
@@ -234,7 +228,7 @@ class DifferentiableSupernetEstimator(Estimator):
             if module.name not in edges or list(edges[module.name].candidates) != module.values:
                 raise ConfigError(
                     f"space {name!r}: supernet edge {module.name!r} is not one of the space's "
-                    f"{'edge_choices()' if callable(getattr(self.space, 'edge_choices', None)) else 'choices (it has no edge_choices())'} "
+                    f"{'edge_choices()' if isinstance(self.space, HasEdges) else 'choices (it has no edge_choices())'} "
                     "with the same candidates, so alphas cannot be derived into an arch"
                 )
 

@@ -23,11 +23,12 @@ it, e.g. under a FLOPs budget::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
+from nasforge.core.capabilities import Capability
 from nasforge.core.estimator import Context
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
@@ -67,6 +68,8 @@ class OFAEstimator(SupernetEstimator):
         eval_batches: validation minibatches per score; 0 for the whole split.
         space: the space (filled in by the runner); it must be elastic (``ofa``).
     """
+
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET, Capability.ELASTIC})
 
     def __init__(
         self,

@@ -33,15 +33,15 @@ import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
-from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import load_checkpoint, save_checkpoint
+from nasforge.core.capabilities import ArchTraining, Capability, require
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
@@ -68,21 +68,9 @@ _VERSION = 1
 Rule = Annotated[str, Registered("rule")]
 
 
-def _space_name(space: SearchSpace) -> str:
-    for reg in registry.registrations("space"):
-        if reg.target is type(space):
-            return reg.name
-    return type(space).__name__
-
-
 def require_supernet(space: SearchSpace) -> None:
-    """Raise ConfigError unless ``space`` can build a supernet (has a ``supernet()`` method)."""
-    if not callable(getattr(space, "supernet", None)):
-        with_supernet = [r.name for r in registry.registrations("space") if callable(getattr(r.target, "supernet", None))]
-        raise ConfigError(
-            f"the supernet estimator needs a space that builds a supernet, and space {_space_name(space)!r} "
-            f"has no supernet() method; spaces with one: {', '.join(with_supernet) or '(none)'}"
-        )
+    """Raise ConfigError unless ``space`` can build a supernet (:class:`~nasforge.core.capabilities.HasSupernet`)."""
+    require(space, Capability.SUPERNET, by="the supernet estimator")
 
 
 class _Slots:
@@ -159,6 +147,11 @@ class SupernetEstimator(Estimator):
             ``kd``), e.g. ``mixup`` or ``label_smoothing``; scores stay cross-entropy.
         space: the space (filled in by the runner); it must have a ``supernet()`` method.
     """
+
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
+    #: After its own training, it trains a strategy's architecture parameters (the generator's)
+    #: on the frozen supernet, one epoch per trial; strategies without any search it unchanged.
+    trains_arch_parameters: ClassVar[ArchTraining | None] = "on-trained-supernet"
 
     def __init__(
         self,

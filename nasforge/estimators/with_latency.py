@@ -43,6 +43,8 @@ class WithLatency(Estimator):
 
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "supernet"}, "table": "latency_table.json"}
+    #: Its needs (capabilities, architecture parameters) are the inner estimator's.
+    forwards_capabilities: ClassVar[bool] = True
 
     def __init__(
         self,

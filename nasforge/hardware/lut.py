@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from nasforge.core.arch import Value
 from nasforge.core.atomic import atomic_write_bytes
+from nasforge.core.capabilities import HasCostLayers, HasSupernet
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
 from nasforge.hardware.profile import LatencyTable, choice_inputs, profile_space
@@ -108,11 +109,11 @@ def _key(values: Sequence[Value]) -> str:
 
 def _supernet_layers(space: SearchSpace, input_shape: Sequence[int]) -> list[CostLayer]:
     """Every MixedOp module of ``space.supernet()`` as a layer selected by its own choice."""
-    if not callable(getattr(space, "supernet", None)):
+    if not isinstance(space, HasSupernet):
         raise ConfigError(
             f"{type(space).__name__} has neither cost_layers() nor supernet(), so its archs cannot be split into layers"
         )
-    supernet = space.supernet()  # type: ignore[attr-defined]
+    supernet = space.supernet()
     paths = {id(module): path for path, module in supernet.choice_modules()}
     layers = []
     for module, shape in choice_inputs(space, supernet, (1, *input_shape)):
@@ -132,8 +133,9 @@ def _supernet_layers(space: SearchSpace, input_shape: Sequence[int]) -> list[Cos
 def cost_layers(space: SearchSpace, input_shape: Sequence[int]) -> list[CostLayer]:
     """The layers of ``space``'s archs at ``input_shape`` (one sample, no batch dimension):
     ``space.cost_layers(input_shape)`` where the space has it, else its supernet's choice modules."""
-    own = getattr(space, "cost_layers", None)
-    return list(own(tuple(input_shape))) if callable(own) else _supernet_layers(space, input_shape)
+    if isinstance(space, HasCostLayers):
+        return list(space.cost_layers(tuple(input_shape)))
+    return _supernet_layers(space, input_shape)
 
 
 @dataclass

@@ -47,6 +47,7 @@ from torch import nn
 
 from nasforge.core.arch import Arch, Choice
 from nasforge.core.atomic import atomic_write_bytes
+from nasforge.core.capabilities import HasSupernet
 from nasforge.core.errors import ConfigError
 from nasforge.core.space import SearchSpace
 from nasforge.core.threads import pinned_threads
@@ -385,7 +386,7 @@ def profile_space(
     readable (:func:`energy_counter`; :func:`no_energy_counter_reason` says why not). The space
     must offer ``supernet()`` (cell and blockwise spaces do).
     """
-    if not hasattr(space, "supernet"):
+    if not isinstance(space, HasSupernet):
         raise ConfigError(f"{type(space).__name__} has no supernet(); profiling needs every candidate module")
     with pinned_threads(threads):
         supernet = space.supernet()

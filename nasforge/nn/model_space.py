@@ -99,7 +99,7 @@ class ModelSpace(SearchSpace):
         """Raise ConfigError naming ``by`` (e.g. ``"strategy 'darts'"``) unless ``mode`` is supported.
 
         Estimators and strategies call it up front, before any training, where the space has it:
-        ``if callable(getattr(space, "require", None)): space.require("weighted", by=...)``.
+        through :func:`nasforge.core.capabilities.require_mode` (spaces without modes run all).
         """
         if not self.supports(mode):
             raise ConfigError(weighted_message(by, unweighted_mutables(self.model)))

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from nasforge.core.arch import Arch, Value
+from nasforge.core.capabilities import Capability, require
 from nasforge.core.errors import ConfigError
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
@@ -87,13 +88,8 @@ OFA_STAGES: tuple[ShrinkStage, ...] = (
 
 def elastic_kinds_of(space: SearchSpace) -> dict[str, Kind]:
     """``space.elastic_kinds()``: which elastic dimension each choice is; ConfigError without it."""
-    kinds = getattr(space, "elastic_kinds", None)
-    if not callable(kinds):
-        raise ConfigError(
-            f"progressive shrinking needs an elastic space (one with elastic_kinds(), e.g. `ofa`); "
-            f"{type(space).__name__} has none"
-        )
-    return dict(kinds())
+    require(space, Capability.ELASTIC, by="progressive shrinking")
+    return dict(space.elastic_kinds())  # type: ignore[attr-defined]
 
 
 def _descending(values: Sequence[Value]) -> list[Value]:

@@ -15,6 +15,7 @@ import yaml
 from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
+from nasforge.core.capabilities import check_combination
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
@@ -79,7 +80,12 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
     Values derived from the data (``in_channels``, ``num_classes``, ``input_size``) are offered
     to the space, strategy (budgets count FLOPs at the data's size) and estimator; the estimator
     is also offered the space.
+
+    Raises:
+        ConfigError: among others, before any data loads, when the space, strategy and estimator
+            cannot search together (:func:`~nasforge.core.capabilities.check_combination`).
     """
+    check_combination(config.space, config.strategy, config.estimator)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -97,6 +103,7 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
     estimator = registry.create(
         "estimator", config.estimator.type, config.estimator.options, context={**context, "space": space}, where=f"{source}: estimator"
     )
+    check_combination(space, strategy, estimator)  # what the built space supports (a user model's modes)
     return Experiment(config, data, space, strategy, estimator, objective, device, source)
 
 

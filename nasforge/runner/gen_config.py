@@ -3,7 +3,8 @@
 The chosen default of each part (or the strategy and estimator asked for) is written out with
 all its options; every other registered component compatible with the space is listed below it
 as a commented alternative, so the file doubles as a catalogue. A component declares which
-spaces it fits with a tag ``space:NAME`` (none means it fits every space).
+spaces it fits with a tag ``space:NAME`` (none means it fits every space) and what it needs in
+class attributes (:mod:`nasforge.core.capabilities`); only fitting alternatives are listed.
 
 Options without a default (a wrapped space's ``inner``, a user's ``factory``) are written with
 the component's ``example_options`` (a class attribute: values that validate, shown as examples
@@ -20,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from nasforge.core import registry
-from nasforge.core.errors import ConfigError
+from nasforge.core.capabilities import check_combination, combination_problem
 from nasforge.core.registry import Registration
 
 __all__ = ["generate_config", "compatible", "FILL_IN"]
@@ -39,6 +40,29 @@ def compatible(reg: Registration, space: str) -> bool:
     """True unless the component is tagged for other spaces only (``space:NAME`` tags)."""
     wanted = {t.split(":", 1)[1] for t in reg.tags if t.startswith("space:")}
     return not wanted or space in wanted
+
+
+def _fitting(kind: str, space: str, picked: dict[str, str | None]) -> list[Registration]:
+    """The components of ``kind`` that fit ``space`` and the other part picked (strategy or
+    estimator: :func:`~nasforge.core.capabilities.combination_problem` finds nothing wrong)."""
+    found = [r for r in registry.registrations(kind) if compatible(r, space)]
+    if kind == "strategy":
+        return [r for r in found if combination_problem(space, r.name, picked.get("estimator")) is None]
+    if kind == "estimator":
+        return [r for r in found if combination_problem(space, picked.get("strategy"), r.name) is None]
+    return found
+
+
+def _pick(space: str, chosen: dict[str, str | None]) -> dict[str, str | None]:
+    """The strategy and estimator to write: the asked ones (ConfigError naming why when they do not
+    fit the space or each other), else the defaults where they fit, else the first that fits."""
+    check_combination(space, chosen["strategy"], chosen["estimator"])
+    picked = dict(chosen)
+    for kind in ("strategy", "estimator"):
+        if picked[kind] is None:
+            fits = [r.name for r in _fitting(kind, space, picked)]
+            picked[kind] = _DEFAULTS[kind] if _DEFAULTS[kind] in fits else (fits[0] if fits else None)
+    return picked
 
 
 def _plain(value: Any) -> Any:
@@ -105,8 +129,12 @@ def generate_config(space: str, *, strategy: str | None = None, estimator: str |
     It validates as written, unless a component has a required option without an example
     value: that option is null and named in a :data:`FILL_IN` comment.
 
+    Alternatives listed are those that fit the space and the other part written (a
+    differentiable strategy's alternatives to ``dnas`` are estimators that train architecture
+    parameters, :mod:`nasforge.core.capabilities`).
+
     Raises:
-        ConfigError: ``strategy`` or ``estimator`` is tagged for other spaces.
+        ConfigError: ``strategy`` or ``estimator`` does not fit the space or each other.
     """
     registry.get("space", space)
     chosen = {"strategy": strategy, "estimator": estimator}
@@ -120,16 +148,12 @@ def generate_config(space: str, *, strategy: str | None = None, estimator: str |
         _dump("budget", {"trials": 20, "seconds": 600}).rstrip(),
         *_written("space", "space", space),
     ]
+    picked = _pick(space, chosen)
     for section, kind in _SECTIONS:
-        candidates = [r for r in registry.registrations(kind) if compatible(r, space)]
-        asked = chosen.get(kind)
-        if asked is not None and not compatible(registry.get(kind, asked), space):
-            raise ConfigError(
-                f"{kind} {asked!r} does not fit space {space!r}; {kind}s that do: {', '.join(r.name for r in candidates)}"
-            )
+        candidates = _fitting(kind, space, picked)
         if not candidates:
             continue
-        default = asked or (_DEFAULTS[kind] if any(r.name == _DEFAULTS[kind] for r in candidates) else candidates[0].name)
+        default = picked.get(kind) or (_DEFAULTS[kind] if any(r.name == _DEFAULTS[kind] for r in candidates) else candidates[0].name)
         parts.extend(_written(section, kind, default))
         others = [r for r in candidates if r.name != default]
         if others:

@@ -69,7 +69,7 @@ def build_user_model(factory: str, options: dict[str, Any], context: dict[str, A
     return model
 
 
-@register("space", "model", tags=("supernet", "user-model"))
+@register("space", "model", tags=("supernet", "elastic", "user-model"))
 class UserModelSpace(ModelSpace):
     """A user's network as a search space: ``factory`` builds it, ``convert`` makes it searchable.
 

@@ -99,7 +99,7 @@ class NB201Network(nn.Module):
         return self.classifier(torch.flatten(self.global_pooling(x), 1))
 
 
-@register("space", "nb201", tags=("cell",))
+@register("space", "nb201", tags=("cell", "supernet"))
 class NB201Space(SearchSpace):
     """NAS-Bench-201: 6 edges of a 4-node cell, each one of 5 ops (15,625 cells).
 

@@ -26,7 +26,7 @@ paper's; a config overrides any of them, e.g. ``strategy: {type: darts, adam: {l
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFlo
 from torch import Tensor
 
 from nasforge.core.arch import Arch
+from nasforge.core.capabilities import ArchTraining, Capability, HasEdges, check_combination
 from nasforge.core.differentiable import StepKind, edge_choices
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
@@ -97,6 +98,10 @@ class DifferentiableStrategy(Strategy):
         adam: the alphas' optimiser.
     """
 
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
+    modes: ClassVar[frozenset[str]] = frozenset({"weighted"})
+    arch_parameters: ClassVar[ArchTraining | None] = "with-weights"
+
     epoch: int = 0
     bilevel: bool = True
     partial_channels: int = 1
@@ -111,9 +116,10 @@ class DifferentiableStrategy(Strategy):
     # -- setup and state ---------------------------------------------------------------------
 
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        check_combination(space, self)  # the runner checked before any data loaded; by hand, here
         super().setup(space, objective, seed=seed)
         self.edges = dict(edge_choices(space))
-        self._derive = getattr(space, "derive", None) if callable(getattr(space, "edge_choices", None)) else None
+        self._derive = space.derive if isinstance(space, HasEdges) else None
         self.alphas = {name: self._init(len(choice)) for name, choice in self.edges.items()}
         self.optimizer = self._new_optimizer()
         self.epoch = 0

@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor
 
+from nasforge.core.capabilities import Capability
 from nasforge.core.differentiable import StepKind
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
@@ -77,6 +78,8 @@ class FBNet(SNAS):
         in_channels, input_size: the data's (filled by the runner) for the FLOPs table.
     """
 
+    #: A per-layer latency table cannot price archs derived from edge weights (DARTS cells).
+    excludes: ClassVar[frozenset[Capability]] = frozenset({Capability.EDGES})
     bilevel = True
     arch_fraction = 0.2
 
@@ -106,11 +109,6 @@ class FBNet(SNAS):
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         self._table = None
-        if callable(getattr(space, "edge_choices", None)):
-            raise ConfigError(
-                f"fbnet searches spaces whose choices are their supernet's layers (fbnet, proxyless, nb201, ...); "
-                f"{type(space).__name__} derives archs from edge weights, which a per-layer latency table cannot price"
-            )
         if self.latency_table is not None and not Path(self.latency_table).is_file():
             raise ConfigError(
                 f"fbnet: latency table {self.latency_table} does not exist; make one with `nasforge profile`"

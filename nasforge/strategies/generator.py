@@ -35,7 +35,7 @@ from the range. SGNAS' 0.1-MFLOP dead zone is left out.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from nasforge.core.arch import Arch
+from nasforge.core.capabilities import ArchTraining, Capability
 from nasforge.core.differentiable import StepKind
 from nasforge.core.registry import register
 from nasforge.core.seeding import seeded
@@ -112,6 +113,10 @@ class ArchitectureGenerator(Strategy):
             target is the generator's second input.
         in_channels, input_size: the input the costs are counted at (filled from the data).
     """
+
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
+    modes: ClassVar[frozenset[str]] = frozenset({"weighted"})
+    arch_parameters: ClassVar[ArchTraining | None] = "on-trained-supernet"
 
     epoch = 0
     bilevel = False

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from nasforge.core.arch import Arch
+from nasforge.core.capabilities import Capability
 from nasforge.core.differentiable import StepKind
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
@@ -50,6 +51,9 @@ class PDARTS(DARTS):
     Adam lr 6e-4, betas (0.5, 0.999), weight decay 1e-3. As in the paper's code, the weights'
     cosine learning-rate schedule (and their optimiser) restarts with each stage.
     """
+
+    #: Stages deepen DARTS cells (``space.supernet(layers=...)``) and prune edges' candidates.
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET, Capability.EDGES})
 
     def __init__(
         self,
