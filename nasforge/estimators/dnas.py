@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 
 from nasforge.core import registry
@@ -47,7 +47,7 @@ from nasforge.nn.counters import count_flops, count_params
 from nasforge.nn.mixed import MixedOp, Supernet
 from nasforge.oneshot.bilevel import Cyclic, SearchPlan, gradients, unrolled_gradient
 from nasforge.oneshot.trainer import as_tensors, recalibrate_bn
-from nasforge.tasks.training import evaluate
+from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay, evaluate
 
 __all__ = ["DifferentiableSupernetEstimator", "DNAS_DIR", "ALPHAS_FILE"]
 
@@ -102,11 +102,11 @@ class DifferentiableSupernetEstimator(Estimator):
         order: Literal[1, 2] = 1,
         batch_size: PositiveInt = 64,
         arch_fraction: Annotated[float, Field(gt=0, lt=1)] | None = None,
-        lr: PositiveFloat = 0.025,
+        lr: LearningRate = 0.025,
         lr_min: Annotated[float, Field(ge=0)] = 0.001,
-        momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9,
-        weight_decay: Annotated[float, Field(ge=0)] = 3e-4,
-        grad_clip: PositiveFloat | None = 5.0,
+        momentum: Momentum = 0.9,
+        weight_decay: WeightDecay = 3e-4,
+        grad_clip: GradClip | None = 5.0,
         bn_batches: NonNegativeInt = 10,
         eval_batches: NonNegativeInt = 0,
     ) -> None:

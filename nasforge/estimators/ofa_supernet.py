@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import nn
 
 from nasforge.core.capabilities import Capability
@@ -42,7 +42,7 @@ from nasforge.oneshot.progressive_shrinking import (
     StagePlan,
 )
 from nasforge.oneshot.trainer import SupernetTrainer
-from nasforge.tasks.training import Momentum
+from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay
 
 __all__ = ["OFAEstimator"]
 
@@ -77,11 +77,11 @@ class OFAEstimator(SupernetEstimator):
         n_random: NonNegativeInt = 2,
         kd_ratio: NonNegativeFloat = 1.0,
         batch_size: PositiveInt = 64,
-        lr: PositiveFloat = 0.05,
+        lr: LearningRate = 0.05,
         momentum: Momentum = 0.9,
         nesterov: bool = True,
-        weight_decay: NonNegativeFloat = 3e-5,
-        grad_clip: PositiveFloat | None = 5.0,
+        weight_decay: WeightDecay = 3e-5,
+        grad_clip: GradClip | None = 5.0,
         bn_batches: NonNegativeInt = 32,
         eval_batches: NonNegativeInt = 0,
         space: SearchSpace | None = None,

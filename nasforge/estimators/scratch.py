@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from nasforge.core.arch import Arch
@@ -23,7 +23,15 @@ from nasforge.tasks.augment import AugmentPolicy
 from nasforge.tasks.criteria import CriterionChoice, UserFunction
 from nasforge.tasks.model_folder import load_teacher
 from nasforge.tasks.splits import DataSplits
-from nasforge.tasks.training import Momentum, TrainSettings, UnitFraction, train_model
+from nasforge.tasks.training import (
+    GradClip,
+    LearningRate,
+    Momentum,
+    TrainSettings,
+    UnitFraction,
+    WeightDecay,
+    train_model,
+)
 
 __all__ = ["ScratchTraining"]
 
@@ -56,11 +64,11 @@ class ScratchTraining(Estimator):
         self,
         epochs: PositiveInt = 5,
         batch_size: PositiveInt = 64,
-        lr: PositiveFloat = 0.05,
+        lr: LearningRate = 0.05,
         momentum: Momentum = 0.9,
         nesterov: bool = True,
-        weight_decay: NonNegativeFloat = 5e-4,
-        grad_clip: PositiveFloat | None = 5.0,
+        weight_decay: WeightDecay = 5e-4,
+        grad_clip: GradClip | None = 5.0,
         label_smoothing: UnitFraction = 0.0,
         warmup_epochs: NonNegativeInt = 0,
         augment: AugmentPolicy = "none",

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 
 from nasforge.core.arch import Arch
@@ -55,7 +54,7 @@ from nasforge.oneshot.bilevel import gradients
 from nasforge.oneshot.rules import TrainingRule, get_rule
 from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer, as_tensors
 from nasforge.tasks.criteria import CriterionName, make_criterion
-from nasforge.tasks.training import Momentum
+from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay
 
 __all__ = ["SupernetEstimator", "inherited_child", "supernet_checkpoints", "require_supernet", "SUPERNET_DIR"]
 
@@ -158,11 +157,11 @@ class SupernetEstimator(Estimator):
         rule: Rule = "spos",
         epochs: NonNegativeInt | None = None,
         batch_size: PositiveInt | None = None,
-        lr: PositiveFloat | None = None,
+        lr: LearningRate | None = None,
         momentum: Momentum = 0.9,
         nesterov: bool = True,
-        weight_decay: NonNegativeFloat | None = None,
-        grad_clip: PositiveFloat | None = 5.0,
+        weight_decay: WeightDecay | None = None,
+        grad_clip: GradClip | None = 5.0,
         bn_batches: NonNegativeInt | None = None,
         eval_batches: NonNegativeInt | None = None,
         steps_per_arch: PositiveInt = 10,
@@ -172,8 +171,6 @@ class SupernetEstimator(Estimator):
     ) -> None:
         self.rule: TrainingRule = get_rule(rule)
         self._rule_option = rule
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
         defaults = type(self.rule).defaults
 
         def pick(value: Any, default: Any) -> Any:
@@ -223,7 +220,7 @@ class SupernetEstimator(Estimator):
         criterion = {"criterion": list(self.criterion)} if self.criterion != ("cross_entropy", {}) else {}
         return {
             "rule": self.rule_name,
-            **asdict(self.settings),
+            **self.settings.model_dump(),
             **criterion,
             "shapes": hashlib.sha1(shapes.encode()).hexdigest(),
         }

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -34,13 +34,23 @@ from nasforge.core.space import SearchSpace
 from nasforge.nn.mixed import Supernet
 from nasforge.oneshot.rules import TrainingRule
 from nasforge.tasks.criteria import Criterion, CrossEntropy
+from nasforge.tasks.training import SGDSettings
 
 __all__ = ["SupernetSettings", "SupernetTrainer", "as_tensors", "recalibrate_bn"]
 
 
-@dataclass(frozen=True)
-class SupernetSettings:
-    """How the shared weights are trained and how a path is scored.
+class _SupernetLength(BaseModel):
+    """Passes and batch size of supernet training (a base so they stay the first settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: NonNegativeInt
+    batch_size: PositiveInt
+
+
+class SupernetSettings(SGDSettings, _SupernetLength):
+    """How the shared weights are trained and how a path is scored: SGD's knobs
+    (:class:`~nasforge.tasks.training.SGDSettings`), passes, and scoring.
 
     Attributes:
         epochs: passes over the training set before any arch is scored.
@@ -53,18 +63,13 @@ class SupernetSettings:
         grad_clip: clip the gradient's global norm to this; None to leave it alone.
         bn_batches: training minibatches that recalibrate batch norm before scoring; 0 keeps
             the running statistics of training.
-        eval_batches: validation minibatches to score on; 0 scores on the whole split.
+        eval_batches: validation minibatches to score on; 0 or None scores on the whole split.
     """
 
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    grad_clip: float | None
-    bn_batches: int
-    eval_batches: int
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bn_batches: NonNegativeInt
+    eval_batches: NonNegativeInt | None
 
 
 def as_tensors(dataset: Dataset, device: str) -> tuple[Tensor, Tensor]:
@@ -137,13 +142,7 @@ class SupernetTrainer:
         self.settings = settings
         self.seed = seed
         self.device = device
-        self.optimizer = torch.optim.SGD(
-            supernet.parameters(),
-            lr=settings.lr,
-            momentum=settings.momentum,
-            nesterov=settings.nesterov,
-            weight_decay=settings.weight_decay,
-        )
+        self.optimizer = settings.optimizer(supernet.parameters())
         self.criterion = criterion if criterion is not None else CrossEntropy()
         self._parameters = list(supernet.parameters())  # walking the module tree every step is slow
         #: Epochs of rule-sampled training done.

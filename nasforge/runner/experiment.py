@@ -16,7 +16,7 @@ from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.capabilities import check_combination
-from nasforge.core.errors import ConfigError
+from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
 from nasforge.core.registry import ComponentSpec
@@ -25,9 +25,20 @@ from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
 from nasforge.runner.config import SECTION_KINDS, ExperimentConfig, absolute_paths, dump_config
-from nasforge.runner.loop import Runner, SearchResult
+from nasforge.runner.loop import STORE_FILE, Runner, SearchResult
+from nasforge.runner.store import TrialStore
 
-__all__ = ["Experiment", "build_experiment", "resolve_device", "write_topk", "CONFIG_FILE", "TOPK_FILE"]
+__all__ = [
+    "Experiment",
+    "build_experiment",
+    "resolve_device",
+    "top_trials",
+    "topk_text",
+    "write_topk",
+    "load_trials",
+    "CONFIG_FILE",
+    "TOPK_FILE",
+]
 
 log = logging.getLogger("nasforge")
 
@@ -107,9 +118,17 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
     return Experiment(config, data, space, strategy, estimator, objective, device, source)
 
 
-def write_topk(run_dir: Path, space: SearchSpace, result: SearchResult, k: int) -> list[Trial]:
-    """Write the top-k (or, for several objectives, the Pareto front) to ``run_dir/topk.yaml``."""
-    chosen = result.pareto_front() if result.objective.n_objectives > 1 else result.best(k)
+def top_trials(result: SearchResult, k: int, *, whole_front: bool = True) -> list[Trial]:
+    """The best ``k`` trials; for several objectives the Pareto front (whole, or its first ``k``
+    with ``whole_front=False``)."""
+    if result.objective.n_objectives > 1:
+        front = result.pareto_front()
+        return front if whole_front else front[:k]
+    return result.best(k)
+
+
+def topk_text(space: SearchSpace, result: SearchResult, chosen: list[Trial]) -> str:
+    """``chosen`` as the YAML of ``topk.yaml`` (what ``arch_from_text`` reads back)."""
     entries = [
         {
             "rank": rank,
@@ -120,8 +139,33 @@ def write_topk(run_dir: Path, space: SearchSpace, result: SearchResult, k: int) 
         }
         for rank, t in enumerate(chosen, start=1)
     ]
-    atomic_write_bytes(run_dir / TOPK_FILE, yaml.safe_dump({"archs": entries}, sort_keys=False).encode())
+    return yaml.safe_dump({"archs": entries}, sort_keys=False)
+
+
+def write_topk(
+    run_dir: Path, space: SearchSpace, result: SearchResult, k: int, *, path: Path | None = None, whole_front: bool = True
+) -> list[Trial]:
+    """Write the top-k (or, for several objectives, the Pareto front; its first k with
+    ``whole_front=False``) to ``path``, by default ``run_dir/topk.yaml``."""
+    chosen = top_trials(result, k, whole_front=whole_front)
+    atomic_write_bytes(path if path is not None else run_dir / TOPK_FILE, topk_text(space, result, chosen).encode())
     return chosen
+
+
+def load_trials(run_dir: Path) -> list[Trial]:
+    """Every trial in the store of the run in ``run_dir``.
+
+    Raises:
+        CheckpointError: ``run_dir`` holds no trial store.
+    """
+    path = Path(run_dir) / STORE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} holds no trials yet ({STORE_FILE} is missing)")
+    store = TrialStore(path)
+    try:
+        return store.trials()
+    finally:
+        store.close()
 
 
 def save_run_config(run_dir: Path, config: ExperimentConfig) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,19 +27,23 @@ if TYPE_CHECKING:
 
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
-from nasforge.core.errors import CheckpointError
+from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.registry import ComponentSpec
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import ConstrainedSpace, SearchSpace
 from nasforge.estimators.supernet import inherited_child
+from nasforge.hardware.latency import find_latency_model
 from nasforge.nn.counters import count_flops, count_params
 from nasforge.runner.config import absolute_paths
+from nasforge.spaces.hparams import apply_hparams, hparams_of
 from nasforge.tasks.model_folder import METRICS_FILE, MODEL_FILE, WEIGHTS_FILE, load_teacher
 from nasforge.tasks.splits import DataSplits
 from nasforge.tasks.training import TrainSettings, evaluate_model, train_model
 
 __all__ = [
+    "final_settings",
     "initial_model",
+    "train_arch",
     "train_final",
 ]
 
@@ -160,3 +164,52 @@ def train_final(
     atomic_write_bytes(out / METRICS_FILE, json.dumps(recorded, indent=2).encode())
     atomic_write_bytes(out / MODEL_FILE, yaml.safe_dump(description, sort_keys=False).encode())
     return metrics
+
+
+def final_settings(
+    train: Mapping[str, Any] | None, arch: Arch, hparams: Mapping[str, Any] | None = None, *, where: str = ""
+) -> TrainSettings:
+    """The settings final training of ``arch`` uses: ``train`` (a config's ``train`` section),
+    overridden by the arch's own ``hp.`` choices (``with_hparams``, hpo spaces), then by ``hparams``.
+
+    Raises:
+        ConfigError: the settings do not validate (``where`` starts the message).
+    """
+    try:
+        return apply_hparams(TrainSettings.model_validate(train or {}), {**hparams_of(arch), **(hparams or {})})
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def train_arch(
+    space: SearchSpace,
+    space_spec: ComponentSpec,
+    data: DataSplits,
+    data_spec: ComponentSpec,
+    arch: Arch,
+    train: Mapping[str, Any] | None,
+    *,
+    seed: int,
+    out_dir: str | Path,
+    hparams: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    estimator: Any = None,
+    init_from: str | Path | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    report: Callable[[str], None] | None = None,
+    where: str = "",
+) -> dict[str, float]:
+    """The final training step of ``nasforge search``/``train`` and of a pipeline's ``train`` step:
+    :func:`final_settings`, then :func:`train_final`, timing the model against the latency model
+    of the space (or of ``estimator``) when there is one. ``report`` is told what is about to run."""
+    settings = final_settings(train, arch, hparams, where=where)
+    if report is not None:
+        start = "from scratch" if init_from is None else f"from the weights of the supernet in {init_from}"
+        report(
+            f"training the arch {start} on train+valid for {settings.epochs} epochs, "
+            "then testing it once on the held-out test set"
+        )
+    return train_final(
+        space, space_spec, data, data_spec, arch, settings, seed=seed, out_dir=out_dir, device=device,
+        progress=progress, init_from=init_from, latency=find_latency_model(space, estimator),
+    )

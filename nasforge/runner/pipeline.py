@@ -66,7 +66,6 @@ from nasforge.core.registry import ComponentSpec, register
 from nasforge.core.seeding import derive_seed
 from nasforge.core.threads import pinned_threads
 from nasforge.core.trial import Trial
-from nasforge.hardware.latency import find_latency_model
 from nasforge.runner.config import ExperimentConfig, parse_config
 from nasforge.runner.experiment import (
     TOPK_FILE,
@@ -76,9 +75,9 @@ from nasforge.runner.experiment import (
     save_run_config,
     write_topk,
 )
-from nasforge.runner.final import train_final
+from nasforge.runner.final import train_arch
 from nasforge.runner.loop import STORE_FILE, SearchResult
-from nasforge.spaces.hparams import apply_hparams, hparams_of
+from nasforge.spaces.hparams import hparams_of
 from nasforge.tasks.training import TrainSettings
 
 __all__ = [
@@ -209,22 +208,19 @@ def _run_train(name: str, step: TrainStep, step_dir: Path, on_trial: OnTrial | N
     )
     space = registry.create("space", step.space.type, step.space.options, context=data.context(), where=f"{where}: space")
     arch = arch_from_text(space, step.arch)
-    try:
-        settings = apply_hparams(TrainSettings.model_validate(step.train), {**hparams_of(arch), **step.hparams})
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
     out = step_dir / "model"
-    metrics = train_final(
+    metrics = train_arch(
         space,
         step.space,
         data,
         step.data,
         arch,
-        settings,
+        step.train,
+        hparams=step.hparams,
         seed=step.seed,
         out_dir=out,
         device=resolve_device(step.device),
-        latency=find_latency_model(space),
+        where=where,
     )
     return {"dir": str(out), "metrics": metrics, "test_acc": metrics["test_acc"]}
 
@@ -241,7 +237,6 @@ class StepKind:
 
 _SEARCH_OPTIONS = frozenset(ExperimentConfig.model_fields) - {"name", "run_dir", "train"}
 _SEARCH_OUTPUTS = ("best", "value", "metrics", "hparams", "topk", "dir")
-
 
 
 @register("step", "search")

@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     model_validator,
 )
@@ -46,12 +45,24 @@ __all__ = [
     "train_model",
     "evaluate",
     "evaluate_model",
+    "SGDSettings",
+    "LearningRate",
     "Momentum",
+    "WeightDecay",
+    "GradClip",
     "UnitFraction",
 ]
 
+# -- SGD: the one definition of its knobs, for every trainer (final training, scratch, the
+# supernets, DNAS). Estimators whose options are constructor parameters annotate them with these.
+#: SGD's (peak) learning rate: above 0.
+LearningRate = Annotated[float, Field(gt=0)]
 #: Momentum of SGD: 0 (none) up to, not including, 1.
 Momentum = Annotated[float, Field(ge=0, lt=1)]
+#: SGD's weight decay (L2 penalty): 0 or more.
+WeightDecay = Annotated[float, Field(ge=0)]
+#: The gradient's global norm is clipped to this (above 0); ``GradClip | None``, None for no clip.
+GradClip = Annotated[float, Field(gt=0)]
 #: A share in [0, 1), e.g. label smoothing.
 UnitFraction = Annotated[float, Field(ge=0, lt=1)]
 
@@ -61,7 +72,49 @@ Progress = Callable[[int, int, dict[str, float]], None]
 Metric = Callable[[torch.Tensor, torch.Tensor], Any]
 
 
-class TrainSettings(BaseModel):
+class SGDSettings(BaseModel):
+    """SGD's knobs, shared by every trainer (final training, scratch, supernets); each trainer
+    keeps its own defaults (these are the scratch/final-training ones).
+
+    Attributes:
+        lr: peak learning rate (each trainer's schedule decays it).
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum (needs ``momentum > 0``).
+        weight_decay: L2 penalty, as SGD applies it.
+        grad_clip: clip the gradient's global norm to this; None to leave it alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: LearningRate = 0.05
+    momentum: Momentum = 0.9
+    nesterov: bool = True
+    weight_decay: WeightDecay = 5e-4
+    grad_clip: GradClip | None = 5.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSettings:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        return self
+
+    def optimizer(self, parameters: Any) -> torch.optim.SGD:
+        """``torch.optim.SGD`` over ``parameters`` with these settings (``lr`` the initial rate)."""
+        return torch.optim.SGD(
+            parameters, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay
+        )
+
+
+class _TrainLength(BaseModel):
+    """Passes and batch size of final/scratch training (a base so they stay the first settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 64
+
+
+class TrainSettings(SGDSettings, _TrainLength):
     """How to train: the optimiser, the schedule and the loss.
 
     Attributes:
@@ -95,13 +148,6 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: PositiveInt = 5
-    batch_size: PositiveInt = 64
-    lr: PositiveFloat = 0.05
-    momentum: Momentum = 0.9
-    nesterov: bool = True
-    weight_decay: NonNegativeFloat = 5e-4
-    grad_clip: PositiveFloat | None = 5.0
     label_smoothing: UnitFraction = 0.0
     warmup_epochs: NonNegativeInt = 0
     eval_batch_size: PositiveInt = 512
@@ -114,8 +160,6 @@ class TrainSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be fewer than epochs={self.epochs}")
         try:
@@ -251,13 +295,7 @@ def train_model(
         raise ValueError("cannot train on an empty training set")
     start = time.perf_counter()
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        nesterov=settings.nesterov,
-        weight_decay=settings.weight_decay,
-    )
+    optimizer = settings.optimizer(model.parameters())
     criterion = settings.make_criterion(teacher=None if teacher is None else teacher.to(device))
     steps_per_epoch = _steps_per_epoch(n, settings.batch_size)
     total_steps = settings.epochs * steps_per_epoch

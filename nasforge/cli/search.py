@@ -1,0 +1,174 @@
+"""``nasforge search``, ``pipeline``, ``derive`` and ``plot``: running a search and reading a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from nasforge.cli.console import console, fmt, log, progress_bar, setup_logging, trial_table
+from nasforge.cli.train import load_run, train_and_report
+from nasforge.core.errors import CheckpointError, ConfigError
+from nasforge.core.trial import Trial
+from nasforge.runner.loop import STORE_FILE, SearchResult
+
+__all__ = ["add_commands", "cmd_search", "cmd_pipeline", "cmd_derive", "cmd_plot"]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nasforge.runner.config import load_config
+    from nasforge.runner.experiment import CONFIG_FILE, build_experiment, save_run_config, write_topk
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise CheckpointError(f"cannot resume {run_dir}: it holds no {CONFIG_FILE} (is it a nasforge run directory?)")
+        config_path = run_dir / CONFIG_FILE
+    elif args.config:
+        config_path = Path(args.config)
+    else:
+        raise ConfigError("give a config file (nasforge search CONFIG) or a run to resume (--resume RUN_DIR)")
+    config = load_config(config_path, args.set)
+    if args.run_dir:
+        config = config.model_copy(update={"run_dir": args.run_dir})
+    run_dir = Path(args.resume) if args.resume else config.resolved_run_dir()
+    if not args.resume and (run_dir / STORE_FILE).exists():
+        raise CheckpointError(
+            f"run directory {run_dir} already holds a search; resume it with `nasforge search --resume {run_dir}`, "
+            "or set another run_dir (--run-dir DIR)"
+        )
+    setup_logging(run_dir, args.verbose)
+    console.print(f"[bold]nasforge search[/bold] {config_path}  ->  run directory [cyan]{run_dir}[/cyan]")
+    experiment = build_experiment(config, str(config_path))
+    data = experiment.data
+    if data is not None:
+        console.print(
+            f"data: {data.name} ({len(data.train)} train / {len(data.valid)} valid / {len(data.test)} test, "
+            f"{data.in_channels}x{data.input_size[0]}x{data.input_size[1]}, {data.num_classes} classes)"
+        )
+    console.print(
+        f"space: {config.space.type} ({experiment.space.size():,} archs)  strategy: {config.strategy.type}  "
+        f"estimator: {config.estimator.type}  objective: {', '.join(experiment.objective.names)}  "
+        f"budget: {config.budget.trials or '∞'} trials / {config.budget.seconds or '∞'} s"
+    )
+    save_run_config(run_dir, config)
+    objective_name = experiment.objective.names[0]
+    with progress_bar("search", disable=args.quiet or not console.is_terminal and not args.progress) as bar:
+        task = bar.add_task("", total=config.budget.trials)
+
+        def on_trial(trial: Trial, result: SearchResult) -> None:
+            best = result.best(1)
+            status = "failed" if not trial.values else f"{objective_name}={fmt(trial.values[0])}"
+            best_text = f"best {fmt(best[0].values[0])}" if best else "no result yet"
+            bar.update(task, completed=len(result.trials), description=f"trial {trial.number}: {status} | {best_text}")
+            log.info("trial %d %s %s", trial.number, experiment.space.format(trial.arch), status)
+            if not console.is_terminal and not args.quiet and (trial.number + 1) % max(1, (config.budget.trials or 100) // 10) == 0:
+                console.print(f"  {len(result.trials)} trials done, {best_text}")
+
+        runner = experiment.runner(run_dir, on_trial)
+        try:
+            result = runner.run(resume=bool(args.resume))
+        finally:
+            runner.store.close()
+    failed = sum(1 for t in result.trials if not t.values)
+    console.print(f"search stopped: {result.stopped_because} ({len(result.trials)} trials, {failed} failed)")
+    chosen = write_topk(run_dir, experiment.space, result, config.top_k)
+    if not chosen:
+        console.print("[yellow]no trial completed feasibly, so there is nothing to derive or train[/yellow]")
+        return 1
+    console.print(trial_table(experiment.space, chosen, experiment.objective.names, f"top {len(chosen)} (also in {run_dir}/topk.yaml)"))
+    best = chosen[0]
+    console.print(f"best arch: [green]{experiment.space.format(best.arch)}[/green]")
+    shown = ", ".join(f"{k}={fmt(v)}" for k, v in best.metrics.items())
+    console.print(f"its search metrics: {shown}")
+    if config.train is not None and data is not None:
+        train_and_report(experiment, best, run_dir / "final", args.quiet)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from nasforge.runner.pipeline import load_pipeline, load_run, run_pipeline
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_run(run_dir)
+    elif args.config:
+        config = load_pipeline(args.config)
+        run_dir = Path(args.run_dir) if args.run_dir else config.resolved_run_dir()
+    else:
+        raise ConfigError("give a pipeline config (nasforge pipeline CONFIG) or a run to resume (--resume RUN_DIR)")
+    setup_logging(run_dir, args.verbose)
+    console.print(f"[bold]nasforge pipeline[/bold] {config.name}  ->  run directory [cyan]{run_dir}[/cyan]")
+
+    def on_trial(step: str, trial: Trial, result: SearchResult) -> None:
+        status = "failed" if not trial.values else f"{fmt(trial.values[0])}"
+        log.info("step %s trial %d: %s", step, trial.number, status)
+
+    outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=console.print, on_trial=on_trial)
+    for step, values in outputs.items():
+        shown = {k: v for k, v in values.items() if k in ("best", "value", "hparams", "test_acc") and v != {}}
+        console.print(f"  {step}: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in shown.items()))
+    return 0
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from nasforge.runner.experiment import build_experiment, load_trials, top_trials, topk_text, write_topk
+
+    config, run_dir = load_run(Path(args.run_dir))
+    trials = load_trials(run_dir)
+    experiment = build_experiment(config.model_copy(update={"data": None}) if config.data is None else config, str(run_dir))
+    result = SearchResult(trials, experiment.objective)
+    if args.output:
+        chosen = write_topk(run_dir, experiment.space, result, args.n, path=Path(args.output), whole_front=False)
+        console.print(f"wrote the top {len(chosen)} archs of {len(result.trials)} trials to {args.output}")
+    else:
+        sys.stdout.write(topk_text(experiment.space, result, top_trials(result, args.n, whole_front=False)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from nasforge.plots import cell_text, draw_cell, plot_alphas
+    from nasforge.runner.experiment import load_trials
+
+    run_dir = Path(args.run_dir)
+    output = plot_alphas(run_dir, args.output or run_dir / "alphas.png")
+    console.print(f"wrote the alphas heatmap to {output}")
+    trials = load_trials(run_dir) if (run_dir / STORE_FILE).is_file() else []
+    if trials:
+        last = max(trials, key=lambda t: t.number)
+        console.print(f"derived after trial {last.number}:\n{cell_text(last.arch)}")
+        drawn = draw_cell(last.arch, run_dir / "cell.png")
+        console.print(f"drew the cell: {', '.join(str(path) for path in drawn)}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """The ``search``, ``pipeline``, ``derive`` and ``plot`` sub-commands."""
+    p = sub.add_parser("search", help="run a search from a YAML config (or resume one)")
+    p.add_argument("config", nargs="?", help="the experiment's YAML config")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the search in RUN_DIR (killed or stopped)")
+    p.add_argument("--run-dir", help="where the run is written (default: the config's run_dir, else runs/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. budget.trials=20")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("pipeline", help="run the steps of a pipeline config (search, tune, train), or resume one")
+    p.add_argument("config", nargs="?", help="the pipeline's YAML config")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the pipeline in RUN_DIR: finished steps are skipped")
+    p.add_argument("--run-dir", help="where the pipeline is written (default: the config's run_dir, else runs/<name>)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("derive", help="write the top-K archs of a run to YAML")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=5, help="how many archs (default 5)")
+    p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("plot", help="draw a differentiable search's alphas and print its derived cell")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="image file to write (default: RUN_DIR/alphas.png)")
+    p.set_defaults(func=cmd_plot)
