@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from nasforge.cli import components, hardware, search, train
+from nasforge.cli import components, hardware, scaffold, search, train
 from nasforge.cli.console import err_console
 from nasforge.core.errors import NasforgeError
 
@@ -15,7 +15,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasforge", description="Modular neural architecture search on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (search, train, hardware, components):
+    for module in (search, train, hardware, components, scaffold):
         module.add_commands(sub)
     return parser
 

@@ -110,6 +110,9 @@ class CommandEstimator(Estimator):
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"cmd": "{python} train.py --lr {lr} --seed {seed}", "metric_regex": "val_acc=([0-9.]+)"}
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"cmd": "{python} -c \"print('val_acc=0.5')\"", "metric_regex": "val_acc=([0-9.]+)"}
+
     def __init__(
         self,
         cmd: str,

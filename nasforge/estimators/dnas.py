@@ -96,6 +96,11 @@ class DifferentiableSupernetEstimator(Estimator):
     trains_arch_parameters: ClassVar[ArchTraining | None] = "with-weights"
     needs_arch_parameters: ClassVar[bool] = True
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"batch_size": 16, "bn_batches": 1}
+    #: The strategy whose architecture parameters the conformance run trains.
+    conformance_strategy: ClassVar[dict[str, Any]] = {"type": "darts", "epochs": 2}
+
     def __init__(
         self,
         space: SearchSpace,

@@ -71,6 +71,11 @@ class OFAEstimator(SupernetEstimator):
 
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET, Capability.ELASTIC})
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"stages": [{"elastic": "none", "epochs": 1}], "batch_size": 16, "bn_batches": 1}
+    #: An elastic space small enough for the conformance run.
+    conformance_space: ClassVar[dict[str, Any]] = {"type": "ofa", "stem_width": 8, "stage_widths": [8, 8, 16, 16, 16], "feature_width": 16}
+
     def __init__(
         self,
         stages: Sequence[ShrinkStage] = OFA_STAGES,

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import PositiveInt
@@ -76,6 +76,9 @@ class PredictorEstimator(Estimator):
         warmup: how many archs the teacher measures before predictions start.
         seed: seeds the predictors.
     """
+
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"teacher": "scratch", "teacher_options": {"epochs": 1, "batch_size": 32}, "warmup": 2}
 
     def __init__(
         self,

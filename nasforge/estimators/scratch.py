@@ -7,6 +7,7 @@ The plainest and costliest way to measure an arch, and the ground truth the chea
 from __future__ import annotations
 
 import time
+from typing import Any, ClassVar
 
 from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
@@ -59,6 +60,9 @@ class ScratchTraining(Estimator):
     ``"package.module:function"`` scoring the validation outputs (higher is better), e.g. for an
     objective ``{type: single, metric: val_metric}``.
     """
+
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
 
     def __init__(
         self,

@@ -152,6 +152,9 @@ class SupernetEstimator(Estimator):
     #: on the frozen supernet, one epoch per trial; strategies without any search it unchanged.
     trains_arch_parameters: ClassVar[ArchTraining | None] = "on-trained-supernet"
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 16, "bn_batches": 1}
+
     def __init__(
         self,
         rule: Rule = "spos",

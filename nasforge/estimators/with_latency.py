@@ -16,6 +16,7 @@ use the ``latency_bounded`` space instead.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from nasforge.core import registry
@@ -45,6 +46,17 @@ class WithLatency(Estimator):
     example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "supernet"}, "table": "latency_table.json"}
     #: Its needs (capabilities, architecture parameters) are the inner estimator's.
     forwards_capabilities: ClassVar[bool] = True
+
+    @staticmethod
+    def conformance_options(scratch: Path) -> dict[str, Any]:
+        """Tiny settings for the conformance suite (nasforge.testing.suites): a latency table of a
+        one-cell NB201 space at 1x8x8, written into ``scratch``."""
+        from nasforge.hardware.profile import profile_space
+
+        table = scratch / "latency_table.json"
+        inner = registry.create("space", "nb201", {"C": 4, "N": 1, "in_channels": 1})
+        profile_space(inner, (1, 1, 8, 8), warmup=0, repeats=1, calibrate=0).save(table)
+        return {"inner": {"type": "scratch", "epochs": 1, "batch_size": 32}, "table": str(table)}
 
     def __init__(
         self,

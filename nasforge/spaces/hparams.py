@@ -133,6 +133,9 @@ class WithHparams(SearchSpace):
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "nb201", "C": 8, "N": 1}, "hparams": {"lr": [0.02, 0.05, 0.1]}}
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"inner": {"type": "nb201", "C": 4, "N": 1}, "hparams": {"lr": [0.01, 0.1]}}
+
     def __init__(
         self,
         inner: dict[str, Any],
@@ -209,6 +212,9 @@ class HparamsOnly(SearchSpace):
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"model": "examples/usability_resnet.py:resnet", "hparams": {"lr": [0.02, 0.05, 0.1], "batch_size": [32, 64]}}
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"model": "nasforge.testing.suites:tiny_model", "hparams": {"lr": [0.01, 0.1]}}
+
     def __init__(
         self,
         model: str,
@@ -248,6 +254,9 @@ class ParamsSpace(SearchSpace):
 
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"choices": {"lr": [0.01, 0.1], "width": [16, 32]}}
+
+    #: It defines values, not a network: the conformance suite does not build it.
+    builds_network: ClassVar[bool] = False
 
     def __init__(self, choices: dict[str, Sequence[Any]]) -> None:
         if not choices:

@@ -15,6 +15,7 @@ is never trained) and the runner's check of each proposed arch::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import PositiveFloat, PositiveInt
@@ -43,6 +44,17 @@ class LatencyBoundedSpace(ConstrainedSpace):
 
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"inner": {"type": "nb201", "C": 8, "N": 1}, "table": "latency_table.json", "max_ms": 0.5}
+
+    @staticmethod
+    def conformance_options(scratch: Path) -> dict[str, Any]:
+        """Tiny settings for the conformance suite (nasforge.testing.suites): a latency table of a
+        one-cell NB201 space at 1x8x8, written into ``scratch``."""
+        from nasforge.hardware.profile import profile_space
+
+        table = scratch / "latency_table.json"
+        inner = registry.create("space", "nb201", {"C": 4, "N": 1, "in_channels": 1})
+        profile_space(inner, (1, 1, 8, 8), warmup=0, repeats=1, calibrate=0).save(table)
+        return {"inner": {"type": "nb201", "C": 4, "N": 1}, "max_ms": 1e6, "table": str(table)}
 
     def __init__(
         self,

@@ -88,6 +88,9 @@ class UserModelSpace(ModelSpace):
     #: Values for the required options that `nasforge gen-config` writes as a template.
     example_options: ClassVar[dict[str, Any]] = {"factory": "examples/usability_resnet.py:resnet", "convert": {"rule": "conv3x3", "candidates": ["sep_conv_3x3", "conv5x5"]}}
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"factory": "nasforge.testing.suites:tiny_model", "convert": {"rule": "conv3x3", "candidates": ["sep_conv_3x3", "conv5x5"]}}
+
     def __init__(
         self,
         factory: str,

@@ -122,6 +122,9 @@ class ImageSource(DatasetSource):
     #: The name the splits carry (``DataSplits.name``).
     name: ClassVar[str] = "images"
 
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"train_limit": 200, "test_limit": 50}
+
     def __init__(
         self,
         data_dir: str | None = None,
@@ -491,6 +494,9 @@ class CustomDataset(ImageSource):
     example_options: ClassVar[dict[str, Any]] = {"factory": "my_data.py:datasets"}
 
     name = "custom"
+
+    #: Tiny settings for the conformance suite (nasforge.testing.suites).
+    conformance_options: ClassVar[dict[str, Any]] = {"factory": "nasforge.testing.suites:tiny_datasets"}
 
     def __init__(
         self,
