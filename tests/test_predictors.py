@@ -14,6 +14,7 @@ from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
+from nasforge.core.history import TrialLog
 from nasforge.core.strategy import Strategy
 from nasforge.objectives.basic import Pareto, SingleMetric
 from nasforge.predictors.encodings import get_encoder, is_cell_space
@@ -186,14 +187,20 @@ def test_bananas_is_deterministic_and_resumes_exactly(acquisition: str) -> None:
         t.arch for t in reference
     ]
     first = _bananas(**options)
-    drive(first, space, objective, estimator, 13, seed=4)  # stops with a batch half asked
+    head = drive(first, space, objective, estimator, 13, seed=4)  # stops with a batch half asked
     state = json.loads(json.dumps(first.state_dict()))
     second = _bananas(**options)
+    history = TrialLog(head)  # the runner rebuilds its history from the store
+    second.history = history
     second.setup(space, objective, seed=4)
     second.load_state_dict(state)
     tail = []
     for trial in reference[13:]:
-        tail.append(second.ask())
+        arch = second.ask()
+        assert arch is not None
+        tail.append(arch)
+        history.record_ask(arch)
+        history.record_tell(trial)
         second.tell(trial)
     assert tail == [t.arch for t in reference[13:]]
 

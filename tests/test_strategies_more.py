@@ -17,6 +17,7 @@ from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.estimator import Context
+from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
@@ -262,9 +263,12 @@ def _run(
     factory: Callable[[], Strategy], objective: Objective, n: int, *, stop_at: int | None = None, pending: int = 1
 ) -> tuple[list[Arch], Strategy]:
     """Ask up to ``pending`` archs ahead of telling them. At ``stop_at`` asks, pickle the state
-    and carry on with a fresh strategy restored from it."""
+    and carry on with a fresh strategy restored from it (and bound to the same history, archs in
+    flight included, as the runner's)."""
     space = ToySpace()
+    history = TrialLog()
     strategy = factory()
+    strategy.history = history
     strategy.setup(space, objective, seed=5)
     asked: list[Arch] = []
     queue: list[Arch] = []
@@ -273,16 +277,20 @@ def _run(
             if len(asked) == stop_at:
                 state = pickle.loads(pickle.dumps(strategy.state_dict()))
                 strategy = factory()
+                strategy.history = history
                 strategy.setup(space, objective, seed=5)
                 strategy.load_state_dict(state)
             arch = strategy.ask()
             if arch is not None:
+                history.record_ask(arch)
                 asked.append(arch)
                 queue.append(arch)
                 continue
         if not queue:
             break
-        strategy.tell(_trial(len(asked) - len(queue), queue.pop(0), objective))
+        trial = _trial(len(asked) - len(queue), queue.pop(0), objective)
+        history.record_tell(trial)
+        strategy.tell(trial)
     return asked, strategy
 
 
@@ -310,7 +318,7 @@ def test_resume_is_identical(name: str, options: dict[str, Any], pending: int) -
     with failed trials and with infeasible ones (a latency constraint)."""
     n = 10 if options.get("sampler") == "gp" else 24  # GP refits at every ask: slow
     reference, strategy = _run(lambda: make(name, **options), LATENCY_CAP, n, pending=pending)
-    assert len(reference) == n
+    assert len(reference) == n and len(set(reference)) == n, "an arch was asked twice"
     for stop_at in (1, 7):
         resumed, restored = _run(lambda: make(name, **options), LATENCY_CAP, n, stop_at=stop_at, pending=pending)
         assert resumed == reference, f"resuming after {stop_at} asks changed the archs asked"
@@ -360,10 +368,14 @@ def test_optuna_options_are_checked() -> None:
 def test_optuna_warm_start_from_told_trials() -> None:
     """Trials told without being asked (e.g. from an earlier run) join the study."""
     strategy = make("tpe", n_startup_trials=3)
+    history = TrialLog()
+    strategy.history = history
     strategy.setup(ToySpace(), ACCURACY, seed=0)
     archs = list(ToySpace().enumerate())[:5]
     for number, arch in enumerate(archs):
-        strategy.tell(_trial(number, arch, ACCURACY))
+        trial = _trial(number, arch, ACCURACY)
+        history.record_tell(trial)
+        strategy.tell(trial)
     assert len(strategy._study.trials) == 5  # type: ignore[attr-defined]
     assert strategy.ask() not in archs
 

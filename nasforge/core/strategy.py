@@ -1,18 +1,21 @@
 """The search-strategy contract: ask for archs, be told their trials, save and restore state.
 
 Strategies never evaluate, store or schedule anything; the runner does (as Optuna's samplers leave
-that to the study).
+that to the study). Nor do they keep their own record of what was asked: they read the search's
+:class:`~nasforge.core.history.History`, which the driver binds as ``strategy.history``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
+from nasforge.core.history import History
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
@@ -47,15 +50,30 @@ def require_single_objective(strategy: Strategy, objective: Objective) -> None:
 class Strategy(ABC):
     """Base of every search strategy (ask/tell).
 
-    The runner calls :meth:`setup` once, then alternates :meth:`ask` and :meth:`tell`. Every
-    source of randomness is ``self.rng``, seeded in :meth:`setup`; :meth:`state_dict` captures
-    it, so a search restored from a checkpoint continues exactly as if never stopped.
-    Subclasses extend :meth:`state_dict`/:meth:`load_state_dict` with their own state.
+    The driver (the runner, or :func:`nasforge.testing.drive`) binds the search's history as
+    ``strategy.history``, calls :meth:`setup`, then alternates :meth:`ask` and :meth:`tell`,
+    recording every ask and told trial in that history. Every source of randomness is
+    ``self.rng``, seeded in :meth:`setup`; :meth:`state_dict` captures it, so a search restored
+    from a checkpoint (with its history rebuilt from the trial store) continues exactly as if
+    never stopped. Subclasses extend :meth:`state_dict`/:meth:`load_state_dict` with their own
+    state.
+
+    ``__init__`` only stores options (scikit-learn style); :meth:`setup` creates all search
+    state, so setting a strategy up again starts its search afresh.
+
+    Deduplication is one policy, decided here: with ``deduplicate`` (True unless a strategy's
+    option turns it off) no arch is asked twice in a search. Strategies test proposals with
+    :meth:`is_new`, draw random ones with :meth:`sample_new` and retry with
+    :meth:`propose_new`; ``ask`` returns None once every arch of the space is in the history.
+    Strategies that derive their arch from learned parameters (differentiable, generator) ask
+    whatever their parameters give.
     """
 
     space: SearchSpace
     objective: Objective
     rng: np.random.Generator
+    #: The one deduplication default: never ask an arch already in the history.
+    deduplicate: bool = True
     #: Capabilities the space must offer, and ones it must not (:mod:`nasforge.core.capabilities`).
     requires: ClassVar[frozenset[Capability]] = frozenset()
     excludes: ClassVar[frozenset[Capability]] = frozenset()
@@ -64,11 +82,65 @@ class Strategy(ABC):
     #: How its architecture parameters must be trained by the estimator; None: it has none.
     arch_parameters: ClassVar[ArchTraining | None] = None
 
+    @property
+    def history(self) -> History:
+        """The search's trials and archs in flight, as the driver records them (read-only).
+
+        Unbound (a strategy driven by hand), it is an empty history: bind a
+        :class:`~nasforge.core.history.TrialLog` and record into it to deduplicate.
+        """
+        bound = self.__dict__.get("_history")
+        if bound is None:
+            bound = self.__dict__["_history"] = History()
+        return bound
+
+    @history.setter
+    def history(self, history: History) -> None:
+        self.__dict__["_history"] = history
+
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
-        """Bind the strategy to a space and an objective and seed its generator."""
+        """Bind the strategy to a space and an objective and seed its generator.
+
+        Overrides create every piece of search state here (after calling this), never in
+        ``__init__``, so a second ``setup`` starts afresh.
+        """
         self.space = space
         self.objective = objective
         self.rng = np.random.default_rng(seed)
+
+    # -- the deduplication policy ----------------------------------------------------------------
+
+    def is_new(self, arch: Arch) -> bool:
+        """Whether the policy lets ``arch`` be asked: always without deduplication, else only if it
+        was neither asked nor told in this search."""
+        return not self.deduplicate or arch not in self.history
+
+    def sample_new(self) -> Arch | None:
+        """A uniformly drawn valid arch the policy lets be asked; None once the space is exhausted
+        (never without deduplication)."""
+        if not self.deduplicate:
+            return self.space.sample(self.rng)
+        return self.space.sample_unseen(self.rng, self.history)
+
+    def propose_new(
+        self,
+        propose: Callable[[], Arch],
+        tries: int,
+        on_known: Callable[[Arch], None] | None = None,
+        *,
+        fallback: Callable[[], Arch | None] | None = None,
+    ) -> Arch | None:
+        """The retry rule: the first of up to ``tries`` proposals :meth:`is_new` accepts; after
+        ``tries`` rejections ``fallback()`` (default :meth:`sample_new`: a random new arch, None
+        once the space is exhausted). ``on_known`` sees each rejected proposal (to learn from
+        its known value)."""
+        for _ in range(tries):
+            arch = propose()
+            if self.is_new(arch):
+                return arch
+            if on_known is not None:
+                on_known(arch)
+        return (fallback or self.sample_new)()
 
     @abstractmethod
     def ask(self) -> Arch | None:

@@ -7,6 +7,10 @@ Resuming is exact: the checkpoint holds the strategy's and estimator's state aft
 ``k``; every trial after ``k`` is in the store, and is *replayed* (the strategy is asked again,
 must propose the same arch, and is told the stored trial) instead of re-evaluated. With the same
 seed a resumed search therefore ends with exactly the trials of one never stopped.
+
+The strategy reads what was asked and told from ``strategy.history``, the runner's
+:class:`~nasforge.core.history.TrialLog`: its in-memory mirror of the store (trials up to the one
+being replayed on resume, plus the arch in flight), so no strategy keeps or checkpoints a copy.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from nasforge.core.arch import Arch
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.estimator import Context, Estimator
+from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
@@ -130,6 +135,7 @@ class Runner:
             space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log, arch_parameters=arch_parameters
         )
         self.result = SearchResult(trials=[], objective=objective)
+        self.history = TrialLog()  # mirrors self.result.trials, plus the arch in flight
         self._elapsed_before = 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -173,14 +179,20 @@ class Runner:
             start = int(state["n_trials"])
             self._elapsed_before = float(state.get("elapsed", 0.0))
             self.result.trials.extend(stored[:start])
+            for trial in stored[:start]:
+                self.history.record_ask(trial.arch)
+                self.history.record_tell(trial)
         for trial in stored[start:]:
             arch = self.strategy.ask()
+            if arch is not None:
+                self.history.record_ask(arch)
             if arch != trial.arch:
                 raise CheckpointError(
                     f"cannot replay trial {trial.number}: the strategy now proposes {arch} but the store holds "
                     f"{trial.arch}. The config or the code changed since the run started; start a new run."
                 )
             self.estimator.update(self._trial_context(trial.number))
+            self.history.record_tell(trial)
             self.strategy.tell(trial)
             self.result.trials.append(trial)
         if stored:
@@ -226,6 +238,8 @@ class Runner:
 
         With ``resume=True`` the run directory's store and checkpoint are restored first.
         """
+        self.history = TrialLog()
+        self.strategy.history = self.history
         self.strategy.setup(self.space, self.objective, seed=derive_seed(self.seed, "strategy"))
         if resume:
             self._restore()
@@ -252,12 +266,14 @@ class Runner:
                 reason = "the strategy has nothing left to ask"
                 break
             number = len(self.result.trials)
+            self.history.record_ask(arch)
             self.space.validate(arch)
             self.estimator.update(self._trial_context(number))
             trial = self._evaluate(number, arch)
             elapsed = self._elapsed_before + time.monotonic() - started
             trial.extras["elapsed"] = elapsed
             self.store.add(trial)
+            self.history.record_tell(trial)
             self.strategy.tell(trial)
             self.result.trials.append(trial)
             self.on_trial(trial, self.result)

@@ -56,7 +56,6 @@ class SimulatedAnnealing(Strategy):
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         require_single_objective(self, objective)
-        self._seen: set[Arch] = set()
         self._values: dict[Arch, float] = {}
         self._moments = (0, 0.0, 0.0)
         self._current: Arch | None = None
@@ -83,9 +82,7 @@ class SimulatedAnnealing(Strategy):
         return spread if spread > 0 else 1.0
 
     def _restart(self) -> Arch | None:
-        self._current = self.space.sample_unseen(self.rng, self._seen)
-        if self._current is not None:
-            self._seen.add(self._current)
+        self._current = self.sample_new()
         return self._current
 
     def _step(self, arch: Arch, value: float) -> None:
@@ -100,20 +97,21 @@ class SimulatedAnnealing(Strategy):
         if self.rng.random() < math.exp((value - current) / (self.temperature * self._scale())):
             self._current = arch
 
+    def _mutate(self) -> Arch:
+        assert self._current is not None
+        return self.space.mutate(self._current, self.rng)
+
+    def _known(self, arch: Arch) -> None:
+        """A mutation onto an arch already told moves the walk by its known value."""
+        if arch in self._values:
+            self._step(arch, self._values[arch])
+
     def ask(self) -> Arch | None:
         if self._current is None:
             return self._restart()
-        for _ in range(self.max_retries):
-            proposal = self.space.mutate(self._current, self.rng)
-            if proposal not in self._seen:
-                self._seen.add(proposal)
-                return proposal
-            if proposal in self._values:
-                self._step(proposal, self._values[proposal])
-        return self._restart()
+        return self.propose_new(self._mutate, self.max_retries, self._known, fallback=self._restart)
 
     def tell(self, trial: Trial) -> None:
-        self._seen.add(trial.arch)
         if trial.arch in self._values:
             return
         self._record(trial.arch, trial.value)
@@ -123,14 +121,12 @@ class SimulatedAnnealing(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "seen": [a.to_dict() for a in self._seen],
             "values": [(a.to_dict(), v) for a, v in self._values.items()],
             "current": None if self._current is None else self._current.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._seen = {Arch(a) for a in state["seen"]}
         self._values, self._moments = {}, (0, 0.0, 0.0)
         for arch, value in state["values"]:
             self._record(Arch(arch), float(value))

@@ -94,10 +94,6 @@ class Bananas(Strategy):
         self.random_share = random_share
         self.acquisition: Acquisition = acquisition
         self.exploration = exploration
-        self._told: list[tuple[Arch, float]] = []  # -inf for failed or infeasible trials
-        self._seen: set[Arch] = set()
-        self._queue: list[Arch] = []
-        self._asked = 0
 
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
@@ -109,6 +105,9 @@ class Bananas(Strategy):
         self._names = list(space.choices())
         self._sizes = np.array([len(c) for c in space.choices().values()])
         self._candidates_of = [c.candidates for c in space.choices().values()]
+        self._told: list[tuple[Arch, float]] = []  # -inf for failed or infeasible trials
+        self._queue: list[Arch] = []
+        self._asked = 0
 
     # -- proposal -----------------------------------------------------------------------------
 
@@ -116,13 +115,14 @@ class Bananas(Strategy):
         return Arch(zip(self._names, (c[i] for c, i in zip(self._candidates_of, row, strict=True)), strict=True))
 
     def _fresh(self, archs: list[Arch], limit: int, exclude: set[Arch] | None = None) -> list[Arch]:
-        """Up to ``limit`` distinct, valid archs from ``archs``, in order, never seen nor excluded."""
+        """Up to ``limit`` distinct, valid archs from ``archs``, in order, new to the history and
+        not excluded."""
         out: list[Arch] = []
         taken = set(exclude or ())
         for arch in archs:
             if len(out) == limit:
                 break
-            if arch not in self._seen and arch not in taken and self.space.is_valid(arch):
+            if self.is_new(arch) and arch not in taken and self.space.is_valid(arch):
                 out.append(arch)
                 taken.add(arch)
         return out
@@ -133,7 +133,7 @@ class Bananas(Strategy):
         found = self._fresh([self.space.sample(self.rng) for _ in range(2 * n + 10)], n, exclude)
         if len(found) < n and self.space.size() <= _ENUMERATE_LIMIT:
             exclude.update(found)
-            unseen = [a for a in self.space.enumerate() if a not in self._seen and a not in exclude]
+            unseen = [a for a in self.space.enumerate() if self.is_new(a) and a not in exclude]
             found += [unseen[i] for i in self.rng.permutation(len(unseen))[: n - len(found)]]
         return found
 
@@ -195,7 +195,6 @@ class Bananas(Strategy):
             self._queue = self._propose() if ready else self._random(1)
             if not self._queue:
                 return None
-            self._seen.update(self._queue)
         self._asked += 1
         return self._queue.pop(0)
 
@@ -206,7 +205,6 @@ class Bananas(Strategy):
         return {
             **super().state_dict(),
             "told": [[a.to_dict(), v if math.isfinite(v) else None] for a, v in self._told],
-            "seen": [a.to_dict() for a in self._seen],
             "queue": [a.to_dict() for a in self._queue],
             "asked": self._asked,
         }
@@ -214,7 +212,6 @@ class Bananas(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._told = [(Arch(a), float("-inf") if v is None else float(v)) for a, v in state["told"]]
-        self._seen = {Arch(a) for a in state["seen"]}
         self._queue = [Arch(a) for a in state["queue"]]
         self._asked = int(state["asked"])
 

@@ -80,6 +80,10 @@ class BudgetCheck:
         )
 
 
+#: Spaces up to this many archs are listed to tell an exhausted budget from a tight one.
+_ENUMERATE_LIMIT = 1_000_000
+
+
 class _Budgeted(Strategy):
     """A strategy holding an optional budget, bound to the space (as a :class:`BudgetCheck`,
     ``self.check``; None without a budget) in :meth:`setup`."""
@@ -93,6 +97,26 @@ class _Budgeted(Strategy):
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         self.check = None if self.budget is None else BudgetCheck(self.budget, space, self.input_shape)
+
+    def sample_new(self) -> Arch | None:
+        """A random arch the deduplication policy allows, within the budget; None once every arch
+        within the budget is in the history (``max_tries`` draws over budget in a row raise the
+        ConfigError of :meth:`BudgetCheck.draw` otherwise)."""
+        draw = super().sample_new
+        if self.check is None:
+            return draw()
+        try:
+            return self.check.draw(draw, self.max_tries)
+        except ConfigError:
+            if self._exhausted():
+                return None
+            raise
+
+    def _exhausted(self) -> bool:
+        """Whether every arch within the budget is in the history (spaces small enough to list)."""
+        if not self.deduplicate or self.check is None or self.space.size() > _ENUMERATE_LIMIT:
+            return False
+        return not any(self.is_new(arch) and self.check.fits(arch) for arch in self.space.enumerate())
 
 
 @register("strategy", "constrained_evolution", tags=("budget",))
@@ -118,7 +142,7 @@ class ConstrainedEvolution(_Budgeted, RegularizedEvolution):
         budget: CostBudget | None = None,
         population_size: Annotated[int, Field(ge=2)] = 10,
         sample_size: Annotated[int, Field(ge=1)] = 5,
-        deduplicate: bool = False,
+        deduplicate: bool = True,
         max_tries: PositiveInt = 1000,
         in_channels: PositiveInt = 3,
         input_size: InputSize = (32, 32),
@@ -142,8 +166,8 @@ class RejectionRandomSearch(_Budgeted, RandomSearch):
     Args:
         budget: ``{metric, max, table}`` (see :class:`~nasforge.hardware.lut.CostBudget`);
             None for plain random search.
-        deduplicate: never ask (or re-draw) the same arch twice; the search ends once every
-            arch has been drawn.
+        deduplicate: never ask the same arch twice; the search ends once every arch within
+            the budget has been asked.
         max_tries: draws over budget tolerated in a row before the search stops with an error
             naming the smallest cost seen.
         in_channels, input_size: the input the costs are counted at (filled from the data).
@@ -159,8 +183,3 @@ class RejectionRandomSearch(_Budgeted, RandomSearch):
     ) -> None:
         super().__init__(deduplicate)
         self._hold_budget(budget, max_tries, (in_channels, *input_size))
-
-    def ask(self) -> Arch | None:
-        if self.check is None:
-            return super().ask()
-        return self.check.draw(super().ask, self.max_tries)

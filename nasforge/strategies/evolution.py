@@ -6,7 +6,7 @@ early evaluations."""
 from __future__ import annotations
 
 from collections import deque
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -14,6 +14,10 @@ from nasforge.core.arch import Arch
 from nasforge.core.registry import register
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
+
+if TYPE_CHECKING:
+    from nasforge.core.objective import Objective
+    from nasforge.core.space import SearchSpace
 
 __all__ = ["RegularizedEvolution"]
 
@@ -31,24 +35,28 @@ class RegularizedEvolution(Strategy):
         population_size: P in the paper. Default 10, the size used for NAS-Bench-201-scale
             budgets (the paper's large-scale runs used P=100, S=25).
         sample_size: S, the tournament size.
-        deduplicate: re-mutate (up to 100 times) instead of asking an arch already asked.
-            The paper does not; it helps on small tabular spaces.
+        deduplicate: never ask an arch twice (the default of every strategy): a child
+            already asked is replaced by a new tournament's child, up to 100 times, then by a
+            random unseen arch; ``ask`` returns None once the space is exhausted. The paper
+            does not deduplicate (``false``); it helps on small tabular spaces.
     """
 
     def __init__(
         self,
         population_size: Annotated[int, Field(ge=2)] = 10,
         sample_size: Annotated[int, Field(ge=1)] = 5,
-        deduplicate: bool = False,
+        deduplicate: bool = True,
     ) -> None:
         if sample_size > population_size:
             raise ValueError(f"sample_size={sample_size} must not exceed population_size={population_size}")
         self.population_size = population_size
         self.sample_size = sample_size
         self.deduplicate = deduplicate
+
+    def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
+        super().setup(space, objective, seed=seed)
         self._population: deque[tuple[Arch, float]] = deque()
         self._asked = 0
-        self._seen: set[Arch] = set()
 
     def _propose(self) -> Arch:
         if self._asked < self.population_size or not self._population:
@@ -59,14 +67,9 @@ class RegularizedEvolution(Strategy):
         return self.space.mutate(parent, self.rng)
 
     def ask(self) -> Arch | None:
-        arch = self._propose()
-        if self.deduplicate:
-            for _ in range(100):
-                if arch not in self._seen:
-                    break
-                arch = self._propose()
-            self._seen.add(arch)
-        self._asked += 1
+        arch = self.propose_new(self._propose, 100)
+        if arch is not None:
+            self._asked += 1
         return arch
 
     def tell(self, trial: Trial) -> None:
@@ -79,11 +82,9 @@ class RegularizedEvolution(Strategy):
             **super().state_dict(),
             "population": [(arch.to_dict(), value) for arch, value in self._population],
             "asked": self._asked,
-            "seen": [a.to_dict() for a in self._seen],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._population = deque((Arch(a), float(v)) for a, v in state["population"])
         self._asked = int(state["asked"])
-        self._seen = {Arch(a) for a in state["seen"]}

@@ -27,8 +27,6 @@ class GridSearch(Strategy):
     def __init__(self, shuffle: bool = False, max_size: Annotated[int, Field(ge=1)] = 100_000) -> None:
         self.shuffle = shuffle
         self.max_size = max_size
-        self._order: list[Arch] = []
-        self._next = 0
 
     def setup(self, space: Any, objective: Any, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)

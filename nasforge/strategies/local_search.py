@@ -44,15 +44,10 @@ class LocalSearch(Strategy):
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         require_single_objective(self, objective)
-        self._seen: set[Arch] = set()
         self._values: dict[Arch, float] = {}
         self._starts: list[Arch] = []
         self._current: Arch | None = None
         self._queue: list[Arch] = []
-
-    def _take(self, arch: Arch) -> Arch:
-        self._seen.add(arch)
-        return arch
 
     def _climb_from(self, arch: Arch) -> None:
         self._current = arch
@@ -63,10 +58,10 @@ class LocalSearch(Strategy):
         while True:
             if self._current is None:
                 if len(self._starts) < self.initial_samples:
-                    arch = self.space.sample_unseen(self.rng, self._seen)
+                    arch = self.sample_new()
                     if arch is not None:
                         self._starts.append(arch)
-                        return self._take(arch)
+                        return arch
                     if not self._starts:
                         return None
                 told = [a for a in self._starts if a in self._values]
@@ -75,8 +70,8 @@ class LocalSearch(Strategy):
             assert self._current is not None
             while self._queue:
                 arch = self._queue.pop()
-                if arch not in self._seen:
-                    return self._take(arch)
+                if self.is_new(arch):
+                    return arch
             known = [a for a in self.space.neighbours(self._current) if a in self._values]
             best = max(known, key=self._values.__getitem__, default=None)
             if best is not None and self._values[best] > self._values.get(self._current, float("-inf")):
@@ -85,13 +80,11 @@ class LocalSearch(Strategy):
                 self._current = None
 
     def tell(self, trial: Trial) -> None:
-        self._seen.add(trial.arch)
         self._values[trial.arch] = trial.value
 
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "seen": [a.to_dict() for a in self._seen],
             "values": [(a.to_dict(), v) for a, v in self._values.items()],
             "starts": [a.to_dict() for a in self._starts],
             "current": None if self._current is None else self._current.to_dict(),
@@ -100,7 +93,6 @@ class LocalSearch(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self._seen = {Arch(a) for a in state["seen"]}
         self._values = {Arch(a): float(v) for a, v in state["values"]}
         self._starts = [Arch(a) for a in state["starts"]]
         self._current = None if state["current"] is None else Arch(state["current"])

@@ -150,7 +150,6 @@ class OptunaStrategy(Strategy):
         }
         self._run_seed = int(self.rng.integers(2**31))
         self._new_study()
-        self._seen: set[Arch] = set()
         self._known: dict[Arch, _Outcome] = {}
         self._pending: dict[Arch, optuna.trial.Trial] = {}
 
@@ -183,18 +182,16 @@ class OptunaStrategy(Strategy):
             arch = self._arch_of(trial)
             if not self.space.is_valid(arch):
                 self._finish(trial, _Outcome("FAIL"))
-            elif arch not in self._seen:
-                self._seen.add(arch)
+            elif self.is_new(arch):
                 self._pending[arch] = trial
                 return arch
             else:  # known: tell its outcome; pending elsewhere: nothing to tell yet
                 self._finish(trial, self._known.get(arch, _Outcome("FAIL")))
-        arch = self.space.sample_unseen(self.rng, self._seen)
+        arch = self.sample_new()
         if arch is None:
             return None
         self._study.enqueue_trial(arch.to_dict())
         trial = self._ask_study()
-        self._seen.add(arch)
         self._pending[arch] = trial
         return arch
 
@@ -231,7 +228,6 @@ class OptunaStrategy(Strategy):
     def tell(self, trial: Trial) -> None:
         outcome = self._outcome(trial)
         self._known[trial.arch] = outcome
-        self._seen.add(trial.arch)
         pending = self._pending.pop(trial.arch, None)
         if pending is not None:
             self._finish(pending, outcome)
@@ -267,7 +263,6 @@ class OptunaStrategy(Strategy):
                 for t in trials
             ],
             "study_system_attrs": dict(self._storage.get_study_system_attrs(self._study_id)),
-            "seen": [a.to_dict() for a in self._seen],
             "known": [(a.to_dict(), o.state, o.values, o.constraints) for a, o in self._known.items()],
             "pending": [(a.to_dict(), t.number) for a, t in self._pending.items()],
         }
@@ -282,7 +277,6 @@ class OptunaStrategy(Strategy):
             self._add(t["params"], t["state"], t["values"], t["system_attrs"])
         for key, value in state["study_system_attrs"].items():
             self._storage.set_study_system_attr(self._study_id, key, value)
-        self._seen = {Arch(a) for a in state["seen"]}
         self._known = {Arch(a): _Outcome(s, None if v is None else tuple(v), c) for a, s, v, c in state["known"]}
         # Wrapping a running trial calls the sampler's before_trial: use an inert sampler for it.
         self._study.sampler = optuna.samplers.RandomSampler(seed=0)

@@ -75,7 +75,6 @@ class ParetoEvolution(Strategy):
     def setup(self, space: SearchSpace, objective: Objective, *, seed: int) -> None:
         super().setup(space, objective, seed=seed)
         self._population: deque[tuple[Arch, tuple[float, ...] | None]] = deque()
-        self._seen: set[Arch] = set()
 
     def _order(self) -> list[tuple[int, float]]:
         """(rank, -crowding) of each member: smaller wins."""
@@ -94,20 +93,12 @@ class ParetoEvolution(Strategy):
         return self._population[int(winner)][0]
 
     def ask(self) -> Arch | None:
-        if len(self._seen) >= self.population_size and self._population:
+        if self.history.n_archs >= self.population_size and self._population:
             keys = self._order()
-            for _ in range(self.max_retries):
-                child = self.space.mutate(self._parent(keys), self.rng)
-                if child not in self._seen:
-                    self._seen.add(child)
-                    return child
-        arch = self.space.sample_unseen(self.rng, self._seen)
-        if arch is not None:
-            self._seen.add(arch)
-        return arch
+            return self.propose_new(lambda: self.space.mutate(self._parent(keys), self.rng), self.max_retries)
+        return self.sample_new()
 
     def tell(self, trial: Trial) -> None:
-        self._seen.add(trial.arch)
         self._population.append((trial.arch, tuple(trial.values) if trial.ok and trial.values else None))
         if len(self._population) > self.population_size:
             self._population.popleft()
@@ -116,10 +107,8 @@ class ParetoEvolution(Strategy):
         return {
             **super().state_dict(),
             "population": [(a.to_dict(), None if v is None else list(v)) for a, v in self._population],
-            "seen": [a.to_dict() for a in self._seen],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._population = deque((Arch(a), None if v is None else tuple(v)) for a, v in state["population"])
-        self._seen = {Arch(a) for a in state["seen"]}

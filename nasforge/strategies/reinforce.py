@@ -147,7 +147,6 @@ class Reinforce(Strategy):
         self.baseline: float | None = None
         self._batch: list[tuple[Arch, float]] = []  # (arch, reward - baseline) of samples not yet stepped on
         self._worst = math.inf
-        self._seen: set[Arch] = set()
         self._rewards: dict[Arch, float | None] = {}
         self._off_policy: set[Arch] = set()
 
@@ -188,19 +187,16 @@ class Reinforce(Strategy):
             if not self.space.is_valid(arch):  # breaks a constraint of the space: a known failure
                 self._update(arch, self._reward(-math.inf))
                 continue
-            if arch not in self._seen:
-                self._seen.add(arch)
+            if self.is_new(arch):
                 return arch
             if arch in self._rewards:
                 self._update(arch, self._rewards[arch])
-        arch = self.space.sample_unseen(self.rng, self._seen)
+        arch = self.sample_new()
         if arch is not None:
-            self._seen.add(arch)
             self._off_policy.add(arch)
         return arch
 
     def tell(self, trial: Trial) -> None:
-        self._seen.add(trial.arch)
         reward = self._reward(trial.value)
         self._rewards[trial.arch] = reward
         if trial.arch not in self._off_policy:
@@ -214,7 +210,6 @@ class Reinforce(Strategy):
             "baseline": self.baseline,
             "batch": [(a.to_dict(), advantage) for a, advantage in self._batch],
             "worst": self._worst,
-            "seen": [a.to_dict() for a in self._seen],
             "rewards": [(a.to_dict(), r) for a, r in self._rewards.items()],
             "off_policy": [a.to_dict() for a in self._off_policy],
         }
@@ -226,6 +221,5 @@ class Reinforce(Strategy):
         self.baseline = state["baseline"]
         self._batch = [(Arch(a), float(advantage)) for a, advantage in state["batch"]]
         self._worst = float(state["worst"])
-        self._seen = {Arch(a) for a in state["seen"]}
         self._rewards = {Arch(a): r for a, r in state["rewards"]}
         self._off_policy = {Arch(a) for a in state["off_policy"]}

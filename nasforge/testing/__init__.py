@@ -12,6 +12,7 @@ from torch import nn
 
 from nasforge.core.arch import Arch, Choice
 from nasforge.core.estimator import Context, Estimator
+from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.seeding import derive_seed
 from nasforge.core.space import SearchSpace
@@ -84,14 +85,19 @@ def drive(
 ) -> list[Trial]:
     """A bare ask -> estimate -> score -> tell loop (no store, no checkpoints), for tests.
 
-    Stops early when the strategy returns None.
+    Like the runner, it binds a fresh :class:`~nasforge.core.history.TrialLog` as
+    ``strategy.history`` and records every ask and told trial in it. Stops early when the
+    strategy returns None.
     """
+    log = TrialLog()
+    strategy.history = log
     strategy.setup(space, objective, seed=seed)
     trials: list[Trial] = []
     for number in range(n_trials):
         arch = strategy.ask()
         if arch is None:
             break
+        log.record_ask(arch)
         trial_seed = derive_seed(seed, number)
         result = estimator.estimate(arch, Context(space=space, seed=trial_seed))
         metrics = dict(result.metrics)
@@ -105,6 +111,7 @@ def drive(
             values=objective.score(metrics),
             feasible=objective.feasible(metrics),
         )
+        log.record_tell(trial)
         strategy.tell(trial)
         trials.append(trial)
     return trials

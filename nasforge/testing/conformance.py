@@ -10,6 +10,7 @@ from torch import nn
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch, Choice
+from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
@@ -50,8 +51,10 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
     """Raise AssertionError unless ``name`` honours the strategy contract.
 
     Checks: default construction; every asked arch is valid; failed trials are accepted;
-    ``state_dict`` survives pickling and resumes the exact same sequence of archs; a tiny space
-    is handled without hanging (ask returns None or keeps returning valid archs).
+    ``state_dict`` survives pickling and, with the history rebuilt from the told trials (as the
+    runner rebuilds it from the store), resumes the exact same sequence of archs; setting up
+    again starts the search afresh; a tiny space is handled without hanging (ask returns None or
+    keeps returning valid archs).
     """
     space, estimator, objective = ToySpace(), SyntheticEstimator(), objective_for(name)
 
@@ -64,6 +67,8 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
     head = drive(first, space, objective, estimator, split, seed=3)
     state = pickle.loads(pickle.dumps(first.state_dict()))
     second = make_strategy(name)
+    history = TrialLog(reference[: len(head)])
+    second.history = history
     second.setup(space, objective, seed=3)
     second.load_state_dict(state)
     tail = []
@@ -72,17 +77,27 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
         if arch is None:
             break
         tail.append(arch)
+        history.record_ask(arch)
+        history.record_tell(reference[number])
         second.tell(reference[number])  # the same trials the uninterrupted run was told
     resumed = [t.arch for t in head] + tail
     assert resumed == [t.arch for t in reference], f"{name}: resuming from state_dict changed the archs asked"
 
+    again = drive(first, space, objective, estimator, split, seed=3)  # set up a second time
+    assert [t.arch for t in again] == [t.arch for t in head], f"{name}: a second setup kept search state"
+
     failing = make_strategy(name)
+    log = TrialLog()
+    failing.history = log
     failing.setup(space, objective, seed=0)
     for number in range(8):
         arch = failing.ask()
         if arch is None:
             break
-        failing.tell(Trial(number=number, arch=arch, seed=0, status=TrialStatus.FAILED, error="boom"))
+        log.record_ask(arch)
+        trial = Trial(number=number, arch=arch, seed=0, status=TrialStatus.FAILED, error="boom")
+        log.record_tell(trial)
+        failing.tell(trial)
 
     tiny = TinySpace()
     trials = drive(make_strategy(name), tiny, objective, SyntheticEstimator(_tiny_score), 40, seed=1)
