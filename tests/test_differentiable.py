@@ -403,8 +403,8 @@ def test_resume_of_a_pdarts_search_across_a_stage_is_exact(tmp_path: Path) -> No
     reference = _run(tmp_path / "ref", 5, data=data, space=space, strategy=options)
     _run(tmp_path / "a", 3, data=data, space=space, strategy=options)  # checkpoint after the stage's last epoch
     assert _run(tmp_path / "a", 5, resume=True, data=data, space=space, strategy=options) == reference
-    with pytest.raises(ConfigError, match="layers"):
-        _run(tmp_path / "b", 2, data=data, strategy=options)  # NB201 has no depth option
+    with pytest.raises(ConfigError, match="pdarts.*derive from edge weights.*spaces with it: darts"):
+        _run(tmp_path / "b", 2, data=data, strategy=options)  # NB201 has no DARTS edges (nor a depth option)
 
 
 def test_plots_draw_alphas_and_the_derived_cell(tmp_path: Path) -> None:
