@@ -55,6 +55,7 @@ from nasforge.hardware.machine import cpu_model
 
 __all__ = [
     "LatencyTable",
+    "tiny_nb201_table",
     "device_description",
     "measure_model",
     "measure_energy",
@@ -425,3 +426,14 @@ def table_vs_measured(
         measured = measure_model(space.build(arch), table.input_shape, device, warmup, repeats, threads=table.threads)
         out.append((arch, table.predict(arch), measured))
     return out
+
+
+def tiny_nb201_table(folder: Path) -> Path:
+    """A latency table of a one-cell NB201 space (C=4) at 1x8x8, written into ``folder``: what the
+    latency components' tiny conformance settings (``nasforge.testing.suites``) point at."""
+    from nasforge.core import registry
+
+    table = folder / "latency_table.json"
+    space = registry.create("space", "nb201", {"C": 4, "N": 1, "in_channels": 1})
+    profile_space(space, (1, 1, 8, 8), warmup=0, repeats=1, calibrate=0).save(table)
+    return table

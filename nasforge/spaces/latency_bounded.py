@@ -49,11 +49,9 @@ class LatencyBoundedSpace(ConstrainedSpace):
     def conformance_options(scratch: Path) -> dict[str, Any]:
         """Tiny settings for the conformance suite (nasforge.testing.suites): a latency table of a
         one-cell NB201 space at 1x8x8, written into ``scratch``."""
-        from nasforge.hardware.profile import profile_space
+        from nasforge.hardware.profile import tiny_nb201_table
 
-        table = scratch / "latency_table.json"
-        inner = registry.create("space", "nb201", {"C": 4, "N": 1, "in_channels": 1})
-        profile_space(inner, (1, 1, 8, 8), warmup=0, repeats=1, calibrate=0).save(table)
+        table = tiny_nb201_table(scratch)
         return {"inner": {"type": "nb201", "C": 4, "N": 1}, "max_ms": 1e6, "table": str(table)}
 
     def __init__(

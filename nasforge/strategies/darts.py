@@ -5,23 +5,15 @@ Followed: ``cnn/architect.py`` and ``cnn/model_search.py`` of the DARTS code (gi
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import PositiveInt
 from torch import Tensor
 
 from nasforge.core.differentiable import StepKind
 from nasforge.core.registry import register
-
-if TYPE_CHECKING:
-    pass
 from nasforge.strategies.alphas import DARTS_ADAM, Adam, DifferentiableStrategy
 
 __all__ = ["DARTS"]
-
-log = logging.getLogger("nasforge")
 
 
 @register("strategy", "darts", tags=("differentiable",))

@@ -5,23 +5,15 @@ Followed: ``search_model_gdas.py`` of github.com/D-X-Y/AutoDL-Projects.
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import PositiveFloat, PositiveInt
 from torch import Tensor
 
 from nasforge.core.differentiable import StepKind
 from nasforge.core.registry import register
-
-if TYPE_CHECKING:
-    pass
 from nasforge.strategies.alphas import DARTS_ADAM, Adam, GumbelStrategy
 
 __all__ = ["GDAS"]
-
-log = logging.getLogger("nasforge")
 
 
 @register("strategy", "gdas", tags=("differentiable",))

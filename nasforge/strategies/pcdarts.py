@@ -5,7 +5,6 @@ Followed: ``model_search.py`` and ``architect.py`` of github.com/yuhuixu1993/PC-
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,8 +22,6 @@ from nasforge.strategies.alphas import PCDARTS_ADAM, PCDARTSAdam
 from nasforge.strategies.darts import DARTS
 
 __all__ = ["PCDARTS"]
-
-log = logging.getLogger("nasforge")
 
 
 _EDGE = re.compile(r"^(?P<node>.*\d+)<-\d+$")

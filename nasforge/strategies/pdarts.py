@@ -5,7 +5,6 @@ Followed: ``train_search.py`` of github.com/chenxin061/pdarts.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,8 +25,6 @@ from nasforge.strategies.alphas import PCDARTS_ADAM, Fraction, PCDARTSAdam
 from nasforge.strategies.darts import DARTS
 
 __all__ = ["PDARTS"]
-
-log = logging.getLogger("nasforge")
 
 
 @register("strategy", "pdarts", tags=("differentiable",))

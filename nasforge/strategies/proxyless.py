@@ -5,7 +5,6 @@ Followed: ``search/modules/mix_op.py`` and ``search/nas_manager.py`` of github.c
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
 from nasforge.strategies.alphas import PROXYLESS_ADAM, DifferentiableStrategy, ProxylessAdam
 
 __all__ = ["ProxylessNAS"]
-
-log = logging.getLogger("nasforge")
 
 
 @register("strategy", "proxyless", tags=("differentiable",))

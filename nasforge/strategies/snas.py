@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from nasforge.core.differentiable import StepKind
 from nasforge.core.registry import register
-
-if TYPE_CHECKING:
-    pass
 from nasforge.strategies.alphas import DARTS_ADAM, Adam, GumbelStrategy
 
 __all__ = ["SNAS"]
-
-log = logging.getLogger("nasforge")
 
 
 @register("strategy", "snas", tags=("differentiable",))
