@@ -6,8 +6,10 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nasforge.core.component import Component
 from nasforge.core.arch import Arch
 from nasforge.core.trial import Result
 
@@ -44,7 +46,7 @@ class Context:
     arch_parameters: ArchParameters | None = None
 
 
-class Estimator(ABC):
+class Estimator(Component, ABC):
     """Base of every estimator.
 
     :meth:`estimate` gives one arch its metrics; raising marks that trial failed (the search goes
@@ -65,6 +67,10 @@ class Estimator(ABC):
     needs_arch_parameters: ClassVar[bool] = False
     #: True for a wrapper whose needs are those of the estimator it holds (``self.inner``).
     forwards_capabilities: ClassVar[bool] = False
+    #: The space (a ``{type, ...}`` section) the conformance suites run it on; None: a tiny NB201.
+    conformance_space: ClassVar[Mapping[str, Any] | None] = None
+    #: The strategy (a section) whose architecture parameters it trains in the suites, if it needs one.
+    conformance_strategy: ClassVar[Mapping[str, Any] | None] = None
 
     @abstractmethod
     def estimate(self, arch: Arch, ctx: Context) -> Result:

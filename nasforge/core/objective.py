@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from nasforge.core.component import Component
+
 __all__ = ["Constraint", "Objective", "Mode"]
 
 Mode = Literal["max", "min"]
@@ -41,7 +43,7 @@ class Constraint(BaseModel):
         return (self.max is None or value <= self.max) and (self.min is None or value >= self.min)
 
 
-class Objective(ABC):
+class Objective(Component, ABC):
     """Turns a trial's metrics into scores to maximise and a feasibility flag.
 
     Subclasses implement :meth:`score` and :attr:`names`; hard constraints are common to all.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasforge.core.arch import Arch, Choice
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError, InvalidArchError
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ _ENUMERATE_LIMIT = 1_000_000
 _SAMPLE_TRIES = 10_000
 
 
-class SearchSpace(ABC):
+class SearchSpace(Component, ABC):
     """Base class of every search space.
 
     Subclasses implement :meth:`choices` and :meth:`build`; they may override :meth:`parse` and
@@ -43,6 +44,8 @@ class SearchSpace(ABC):
 
     #: True for a wrapper whose capabilities are those of the space it holds (``self.inner``).
     forwards_capabilities: ClassVar[bool] = False
+    #: False for spaces of values with no network (``params``): ``build`` is not theirs to answer.
+    builds_network: ClassVar[bool] = True
 
     @abstractmethod
     def choices(self) -> Mapping[str, Choice]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nasforge.core.arch import Arch
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError
 from nasforge.core.history import History
 from nasforge.core.trial import Trial
@@ -47,7 +48,7 @@ def require_single_objective(strategy: Strategy, objective: Objective) -> None:
         )
 
 
-class Strategy(ABC):
+class Strategy(Component, ABC):
     """Base of every search strategy (ask/tell).
 
     The driver (the runner, or :func:`nasforge.testing.drive`) binds the search's history as

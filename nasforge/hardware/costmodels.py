@@ -31,6 +31,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nasforge.core import registry
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
 from nasforge.predictors.models import GradientBoostedTrees, MLPEnsemble
@@ -70,7 +71,7 @@ class BlockFeatures:
         return out.reshape(n, -1)
 
 
-class CostModel(ABC):
+class CostModel(Component, ABC):
     """Fits latencies ``y`` (ms) of archs described by :class:`BlockFeatures`; predicts others."""
 
     @abstractmethod

@@ -35,6 +35,7 @@ import numpy as np
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
 from nasforge.core.space import SearchSpace
@@ -71,7 +72,7 @@ class RuleDefaults:
     eval_batches: int | None
 
 
-class TrainingRule(ABC):
+class TrainingRule(Component, ABC):
     """Base of the rules: the archs trained together in one optimiser step."""
 
     #: The name configs use (``rule: spos``); the name it is registered under.

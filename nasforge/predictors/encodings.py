@@ -33,6 +33,7 @@ import numpy as np
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import Registered, register
 from nasforge.core.space import SearchSpace
@@ -58,7 +59,7 @@ EncodingName = Annotated[str, Registered("encoding", also=("auto",))]
 _EDGE = re.compile(r"^(\d+)<-(\d+)$")
 
 
-class Encoder(ABC):
+class Encoder(Component, ABC):
     """Maps archs of one space to vectors of length :attr:`size` (float32).
 
     Call it with one arch for a vector, or with a sequence of archs for a ``(n, size)`` matrix.

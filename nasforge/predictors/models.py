@@ -21,12 +21,13 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, PositiveInt
 
+from nasforge.core.component import Component
 from nasforge.core.registry import register
 
 __all__ = ["Predictor", "MLPEnsemble", "GradientBoostedTrees", "GaussianProcess", "RandomForest"]
 
 
-class Predictor(ABC):
+class Predictor(Component, ABC):
     """Base of every predictor: a regressor on encoded archs.
 
     ``has_uncertainty`` says whether :meth:`predict_dist` gives a meaningful standard deviation;

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from nasforge.core import registry
 from nasforge.core.capabilities import check_combination, combination_problem
+from nasforge.core.component import example_options
 from nasforge.core.registry import Registration
 
 __all__ = ["generate_config", "compatible", "FILL_IN"]
@@ -95,7 +96,7 @@ class _Section:
 
 def _section(kind: str, name: str) -> _Section:
     options = registry.signature_defaults(kind, name, skip=_INJECTED)
-    examples = {k: v for k, v in getattr(registry.get(kind, name).target, "example_options", {}).items() if k in options}
+    examples = {k: v for k, v in example_options(registry.get(kind, name).target).items() if k in options}
     options.update(examples)
     missing = [o for o in registry.required_options(kind, name, skip=_INJECTED) if o not in examples]
     return _Section({"type": name, **{k: _plain(v) for k, v in options.items()}}, list(examples), missing)

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nasforge.core import registry
+from nasforge.core.component import Component
 from nasforge.core.errors import ConfigError, UnknownComponentError
 from nasforge.core.registry import Registered, register
 from nasforge.tasks.datasets import load_factory
@@ -82,7 +83,7 @@ def _criterion_or_function(value: str) -> str:
 CriterionChoice = Annotated[str, AfterValidator(_criterion_or_function)]
 
 
-class Criterion(nn.Module):
+class Criterion(Component, nn.Module):
     """A loss with a batch-preparation step (identity by default)."""
 
     def prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Any]:

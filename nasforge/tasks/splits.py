@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from torch.utils.data import ConcatDataset, Dataset
 
+from nasforge.core.component import Component
+
 __all__ = ["DataSplits", "DatasetSource"]
 
 
@@ -51,7 +53,7 @@ class DataSplits:
         return {"in_channels": self.in_channels, "num_classes": self.num_classes, "input_size": self.input_size}
 
 
-class DatasetSource(ABC):
+class DatasetSource(Component, ABC):
     """Base of every registered dataset (kind ``"dataset"``): options in, splits out."""
 
     @abstractmethod

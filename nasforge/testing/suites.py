@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from nasforge.core import registry
+from nasforge.core import component, registry
 from nasforge.core.arch import Arch, Choice
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import DataNotFoundError
@@ -49,6 +49,7 @@ from nasforge.core.estimator import Context, Estimator
 from nasforge.core.objective import Objective
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
+from nasforge.tasks.criteria import Criterion
 
 __all__ = [
     "CONTEXT",
@@ -84,16 +85,10 @@ def _target(kind: str, name: str) -> Any:
 
 
 def conformance_options(kind: str, name: str, scratch: Path | None = None) -> dict[str, Any]:
-    """The options the checks build ``kind``/``name`` with: its ``conformance_options`` (called
-    with ``scratch``, a folder it may write to, when it is a function), else its
-    ``example_options``, else none."""
-    target = _target(kind, name)
-    options = getattr(target, "conformance_options", None)
-    if options is None:
-        options = getattr(target, "example_options", None)
-    if callable(options):
-        options = options(Path(scratch or tempfile.mkdtemp(prefix="nasforge-conformance-")))
-    return dict(options or {})
+    """The options the checks build ``kind``/``name`` with: its declared ``conformance_options``
+    (called with ``scratch``, a folder it may write to, when it is a function), else its
+    ``example_options``, else none (:mod:`nasforge.core.component`)."""
+    return component.conformance_options(_target(kind, name), Path(scratch or tempfile.mkdtemp(prefix="nasforge-conformance-")))
 
 
 @contextlib.contextmanager
@@ -128,7 +123,7 @@ def _has_supernet(space: SearchSpace) -> bool:
 def _builds_networks(space: SearchSpace) -> bool:
     """False for spaces of values with no network (``params``), which say so by a class
     attribute ``builds_network = False``."""
-    return bool(getattr(type(space), "builds_network", True))
+    return type(space).builds_network
 
 
 # -- spaces ------------------------------------------------------------------------------------------
@@ -230,14 +225,14 @@ def check_estimator(name: str, options: Mapping[str, Any] | None = None, *, tria
     """
     target = _target("estimator", name)
     with tempfile.TemporaryDirectory(prefix="nasforge-conformance-") as scratch:
-        space_spec = getattr(target, "conformance_space", None) or DEFAULT_SPACE
+        space_spec = target.conformance_space or DEFAULT_SPACE
         with _skip_missing_data("estimator", name):
             space = _make_space(space_spec)
         opts = conformance_options("estimator", name, Path(scratch)) if options is None else dict(options)
         estimator = _create("estimator", name, opts, Path(scratch), {"space": space})
         assert isinstance(estimator, Estimator), f"estimator {name!r} built a {type(estimator).__name__}"
         strategy = None
-        strategy_spec = getattr(target, "conformance_strategy", None)
+        strategy_spec = target.conformance_strategy
         if strategy_spec is not None:
             from nasforge.objectives.basic import SingleMetric
 
@@ -401,8 +396,7 @@ def check_criterion(name: str, options: Mapping[str, Any] | None = None) -> None
     assert callable(criterion), f"criterion {name!r} built a {type(criterion).__name__}, which is not callable"
     images = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(8) % 4
-    prepare = getattr(criterion, "prepare", None)
-    inputs, targets = prepare(images, labels) if prepare is not None else (images, labels)
+    inputs, targets = criterion.prepare(images, labels) if isinstance(criterion, Criterion) else (images, labels)
     loss = criterion(model(inputs), targets)
     assert isinstance(loss, torch.Tensor) and loss.dim() == 0, f"criterion {name!r}: the loss is not a scalar tensor"
     assert torch.isfinite(loss), f"criterion {name!r}: loss {loss.item()}"
