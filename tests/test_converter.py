@@ -365,7 +365,8 @@ def test_bad_factories_and_settings_say_what_is_wrong(tmp_path: Path, monkeypatc
                       "estimator": "scratch", "budget": {"trials": 1}})  # fmt: skip
     (tmp_path / "userpkg").mkdir()
     (tmp_path / "userpkg" / "nets.py").write_text(
-        "from torch import nn\ndef net(width=4):\n    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU())\n"
+        "from torch import nn\ndef net(width=4, num_classes=10):\n    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), "
+        "nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))\n"
     )
     monkeypatch.chdir(tmp_path)  # a module path importable from the working directory
     build({"factory": "userpkg.nets:net", "options": {"width": 6}, "convert": {"rule": "conv3x3", "candidates": ["conv5x5"]}})

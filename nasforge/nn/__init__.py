@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from nasforge.nn.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticSequential, WidthChoice
 from nasforge.nn.model_space import ModelSpace
+from nasforge.nn.mutable_layers import BatchNorm2d, Conv2d, Dropout, Linear
 from nasforge.nn.mutables import (
-    BatchNorm2d,
-    Conv2d,
+    ChosenInputs,
     Handler,
     InputChoice,
     LayerChoice,
-    Linear,
     Mutable,
     Repeat,
     ValueChoice,
+    ValueExpr,
     activate,
     collect_choices,
     freeze,
@@ -25,7 +25,9 @@ from nasforge.nn.mutables import (
 
 __all__ = [
     "BatchNorm2d",
+    "ChosenInputs",
     "Conv2d",
+    "Dropout",
     "ElasticBatchNorm2d",
     "ElasticConv2d",
     "ElasticSequential",
@@ -37,6 +39,7 @@ __all__ = [
     "Mutable",
     "Repeat",
     "ValueChoice",
+    "ValueExpr",
     "WidthChoice",
     "activate",
     "collect_choices",

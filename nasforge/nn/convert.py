@@ -34,18 +34,17 @@ import copy
 import difflib
 import fnmatch
 import inspect
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import fx, nn
-from torch.nn import functional as F
+from torch import nn
 
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.nn import mutables
-from nasforge.nn.elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticSequential
+from nasforge.nn.convert_checks import Shape, check_output_width, check_traceable, probe, replace, warn_growth
+from nasforge.nn.convert_elastic import elastic_depth, elastic_width, nothing_elastic
 from nasforge.nn.model_space import ModelSpace
 from nasforge.nn.ops import OPS
 
@@ -128,8 +127,8 @@ def match(type: type | str | None = None, name: str | None = None, **attributes:
 def rule_from(spec: Rule | Callable[[nn.Module], bool] | type | str | Mapping[str, Any] | None) -> Rule:
     """A rule from its short forms.
 
-    ``None``: every :class:`Slot`. A class: its instances. A string: ``"convKxK"`` (every
-    ``nn.Conv2d`` with kernel K), else a class name (``"BasicBlock"``). A mapping: the keywords of
+    ``None``: every :class:`Slot`. A class: its instances. A string: ``"convKxK"`` (every dense
+    ``nn.Conv2d`` with kernel K: ``groups=1``, so depthwise convs are left alone), else a class name (``"BasicBlock"``). A mapping: the keywords of
     :func:`match` (``{type: Conv2d, kernel_size: 3, name: "layer*"}``). A callable of
     ``(name, module)`` or of ``module``: used as is.
     """
@@ -140,7 +139,7 @@ def rule_from(spec: Rule | Callable[[nn.Module], bool] | type | str | Mapping[st
     if isinstance(spec, str):
         kernel = spec[4:].split("x") if spec.startswith("conv") else []
         if len(kernel) == 2 and kernel[0] == kernel[1] and kernel[0].isdigit():
-            return match(type=nn.Conv2d, kernel_size=int(kernel[0]))
+            return match(type=nn.Conv2d, kernel_size=int(kernel[0]), groups=1)  # dense only
         return match(type=spec)
     if isinstance(spec, Mapping):
         return match(**spec)
@@ -218,37 +217,6 @@ def _make_op(name: str, c_in: int, c_out: int, stride: int, where: str) -> nn.Mo
         raise ConfigError(f"{where}: candidate {name!r} ({c_in}->{c_out} channels, stride {stride}): {exc}") from None
 
 
-Shape = tuple[int, ...]
-
-
-def _probe(model: nn.Module, modules: Mapping[str, nn.Module], input_shape: Sequence[int]) -> dict[str, tuple[Shape, Shape]]:
-    """Input and output shapes of ``modules`` (by path) on one forward pass of two zero images."""
-    shapes: dict[str, tuple[Shape, Shape]] = {}
-
-    def recorder(path: str) -> Callable[..., None]:
-        def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if path not in shapes and inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                shapes[path] = (tuple(inputs[0].shape), tuple(output.shape))
-
-        return record
-
-    hooks = [module.register_forward_hook(recorder(path)) for path, module in modules.items()]
-    was_training = model.training
-    try:
-        model.eval()
-        parameter = next(model.parameters(), None)
-        x = torch.zeros(2, *input_shape, device=None if parameter is None else parameter.device)
-        with torch.no_grad():
-            model(x)
-    except Exception as exc:
-        raise ConfigError(f"the model does not run on inputs of shape {tuple(input_shape)}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    return shapes
-
-
 def _keeps_size(conv: nn.Conv2d) -> bool:
     """Whether ``conv`` keeps H x W (up to its stride) as the op candidates do: odd kernel, padding
     ``dilation * (kernel - 1) / 2`` (or ``'same'``). Only then do its channels and stride alone
@@ -279,11 +247,6 @@ def _io(path: str, module: nn.Module, probed: Mapping[str, tuple[Shape, Shape]])
         f"cannot tell the shape of {path!r} ({type(module).__name__}); pass input_shape (C, H, W) so the "
         "converter runs the model once and reads it"
     )
-
-
-def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent), name, new)
 
 
 def _op_choice(
@@ -320,143 +283,6 @@ def _op_choice(
     return mutables.LayerChoice(options, label=path, handlers=chosen_handlers)
 
 
-# -- elastic width and depth -------------------------------------------------------------------
-
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Sigmoid, nn.Tanh,
-    nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d,
-)  # fmt: skip
-_PASS_FUNCTIONS = {F.relu, F.relu6, F.silu, F.gelu, F.leaky_relu, F.dropout, torch.relu, torch.sigmoid, torch.tanh}
-_PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh"}
-
-
-def _elastic_conv(module: nn.Module | None) -> bool:
-    """A conv an :class:`~nasforge.nn.elastic.ElasticConv2d` can stand for: dense, square,
-    odd kernel, "same" zero padding, no dilation."""
-    return (
-        type(module) is nn.Conv2d
-        and module.groups == 1
-        and module.dilation == (1, 1)
-        and module.kernel_size[0] == module.kernel_size[1]
-        and module.kernel_size[0] % 2 == 1
-        and module.stride[0] == module.stride[1]
-        and module.padding == (module.kernel_size[0] // 2,) * 2
-        and module.padding_mode == "zeros"
-    )
-
-
-class _MutableLeaves(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, mutables.Mutable) or super().is_leaf_module(m, module_qualified_name)
-
-
-def _width_groups(path: str, block: nn.Module) -> list[tuple[str, list[str], list[str]]]:
-    """``(producer conv, batch norms, consumer convs)`` of every inner width of ``block``: a
-    conv whose output reaches only other convs, through batch norms and channel-wise ops."""
-    try:
-        graph = _MutableLeaves().trace(block)
-    except Exception as exc:
-        raise ConfigError(
-            f"elastic width: cannot trace block {path!r} ({type(block).__name__}) with torch.fx: {type(exc).__name__}: {exc}"
-        ) from None
-    modules = dict(block.named_modules())
-    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
-
-    def once(node: fx.Node, kind: Callable[[nn.Module | None], bool]) -> bool:
-        return node.op == "call_module" and calls[node.target] == 1 and kind(modules[node.target])  # type: ignore[index]
-
-    def norm(module: nn.Module | None) -> bool:
-        return type(module) is nn.BatchNorm2d and module.affine and module.track_running_stats
-
-    def channelwise(node: fx.Node) -> bool:
-        return (
-            (node.op == "call_module" and isinstance(modules[node.target], _PASS_MODULES))  # type: ignore[index]
-            or (node.op == "call_function" and node.target in _PASS_FUNCTIONS)
-            or (node.op == "call_method" and node.target in _PASS_METHODS)
-        )
-
-    groups = []
-    for node in graph.nodes:
-        if not once(node, _elastic_conv):
-            continue
-        norms: list[str] = []
-        consumers: list[str] = []
-        frontier, inner = list(node.users), True
-        while frontier and inner:
-            user = frontier.pop()
-            if once(user, _elastic_conv):
-                consumers.append(str(user.target))
-            elif once(user, norm):
-                norms.append(str(user.target))
-                frontier.extend(user.users)
-            elif channelwise(user) and user.args and isinstance(user.args[0], fx.Node):
-                frontier.extend(user.users)
-            else:
-                inner = False
-        if inner and consumers:
-            groups.append((str(node.target), norms, consumers))
-    return groups
-
-
-def _elastic_width(path: str, block: nn.Module, fractions: Sequence[float]) -> int:
-    """Make the inner widths of ``block`` ValueChoices (slices of the original layers); returns
-    how many it made."""
-    in_choice: dict[str, int | mutables.ValueChoice] = {}
-    out_choice: dict[str, int | mutables.ValueChoice] = {}
-    norms: dict[str, mutables.ValueChoice] = {}
-    groups = _width_groups(path, block)
-    for producer, group_norms, consumers in groups:
-        full = block.get_submodule(producer).out_channels
-        widths = sorted({max(1, round(full * f)) for f in fractions} | {full})
-        choice = mutables.ValueChoice(widths, label=f"{path}.{producer}.width" if path else f"{producer}.width")
-        out_choice[producer] = choice
-        in_choice.update(dict.fromkeys(consumers, choice))
-        norms.update(dict.fromkeys(group_norms, choice))
-    for name in {*in_choice, *out_choice}:
-        conv = block.get_submodule(name)
-        elastic = ElasticConv2d(
-            in_choice.get(name, conv.in_channels),
-            out_choice.get(name, conv.out_channels),
-            conv.kernel_size[0],
-            conv.stride[0],
-            bias=conv.bias is not None,
-        )
-        elastic.load_state_dict(conv.state_dict())
-        _replace(block, name, elastic.to(conv.weight.device).train(conv.training))
-    for name, choice in norms.items():
-        bn = block.get_submodule(name)
-        elastic_bn = ElasticBatchNorm2d(choice, bn.eps, bn.momentum)
-        elastic_bn.load_state_dict(bn.state_dict())
-        _replace(block, name, elastic_bn.to(bn.weight.device).train(bn.training))
-    return len(groups)
-
-
-def _elastic_depth(model: nn.Module, matched: set[int], input_shape: Sequence[int] | None) -> int:
-    """Replace every ``nn.Sequential`` of matched blocks by an
-    :class:`~nasforge.nn.elastic.ElasticSequential` running its first ``d`` blocks; blocks
-    up to the last that changes the shape always run."""
-    stages = {
-        path: stage
-        for path, stage in model.named_modules()
-        if path and type(stage) is nn.Sequential and len(stage) > 1 and all(id(block) in matched for block in stage)
-    }
-    if not stages:
-        return 0
-    if input_shape is None:
-        raise ConfigError("elastic depth: pass input_shape (C, H, W) so the converter can tell which blocks keep the shape")
-    blocks = {f"{path}.{i}": block for path, stage in stages.items() for i, block in enumerate(stage)}
-    shapes = _probe(model, blocks, input_shape)
-    made = 0
-    for path, stage in stages.items():
-        keeps = [f"{path}.{i}" in shapes and shapes[f"{path}.{i}"][0] == shapes[f"{path}.{i}"][1] for i in range(len(stage))]
-        fixed = max([i + 1 for i, keep in enumerate(keeps) if not keep], default=1)
-        if fixed < len(stage):
-            depths = mutables.ValueChoice(list(range(fixed, len(stage) + 1)), label=f"{path}.depth")
-            _replace(model, path, ElasticSequential(list(stage), depths))
-            made += 1
-    return made
-
-
 # -- entry points ------------------------------------------------------------------------------
 
 
@@ -470,6 +296,7 @@ def convert_model(
     input_shape: Sequence[int] | None = None,
     inherit: bool = False,
     handlers: Sequence[mutables.Handler] = (),
+    num_classes: int | None = None,
 ) -> nn.Module:
     """A copy of ``model`` with the modules ``rule`` matches made searchable (``model`` is untouched).
 
@@ -485,7 +312,10 @@ def convert_model(
             ``depth``; given, every candidate is checked to keep its module's output shape.
         inherit: attach :class:`InheritWeights` to every op choice (op candidates only).
         handlers: further handlers for every op choice (op candidates only).
+        num_classes: with ``input_shape``, the model is run once and must give ``(batch,
+            num_classes)`` (ConfigError naming both widths otherwise).
 
+    A conversion whose largest child has over twice the model's parameters logs a warning.
     Modules inside mutables the model already holds are left as they are. Matches nested in
     other matches become nested choices (a block's ``"original"`` holds its converted convs).
     """
@@ -502,6 +332,8 @@ def convert_model(
         raise ConfigError("convert: inherit and handlers act on op choices; elastic layers inherit by slicing already")
     if width is not None and not all(0 < f <= 1 for f in width):
         raise ConfigError(f"convert: width fractions must be in (0, 1], got {list(width)}")
+    if num_classes is not None and input_shape is not None:
+        check_output_width(model, input_shape, num_classes)
     pristine = model
     model = copy.deepcopy(model)
     rule_fn = rule_from(rule)
@@ -515,22 +347,20 @@ def convert_model(
         kinds = sorted({type(m).__name__ for m in model.modules()})
         raise ConfigError(f"convert: rule {rule!r} matches no module of the model; its module classes: {', '.join(kinds)}")
     if candidates:
-        probed = _probe(model, dict(matches), input_shape) if input_shape is not None else {}
+        probed = probe(model, dict(matches), input_shape) if input_shape is not None else {}
         for path, module in sorted(matches, key=lambda item: -item[0].count(".")):  # innermost first: nesting
             source = pristine.get_submodule(path)
             source = copy.deepcopy(source.op if isinstance(source, Slot) else source) if inherit else None
             choice = _op_choice(path, module, source, candidates, probed, handlers, inherit)
-            _replace(model, path, choice)
+            replace(model, path, choice)
+        warn_growth(pristine, model)
         return model
-    made = sum(_elastic_width(path, block, width) for path, block in matches) if width is not None else 0
+    blockers: list[str] = []
+    made = sum(elastic_width(path, block, width, blockers) for path, block in matches) if width is not None else 0
     if depth:
-        made += _elastic_depth(model, {id(block) for _, block in matches}, input_shape)
+        made += elastic_depth(model, {id(block) for _, block in matches}, input_shape, blockers)
     if not made:
-        raise ConfigError(
-            f"convert: rule {rule!r} matched {len(matches)} module(s) but none became elastic: no inner width "
-            "(a conv feeding only convs through batch norm and activations) and no nn.Sequential of matched "
-            "blocks with a block to drop"
-        )
+        raise nothing_elastic(rule, len(matches), blockers)
     return model
 
 
@@ -545,10 +375,24 @@ def convert(
     inherit: bool = False,
     handlers: Sequence[mutables.Handler] = (),
     constraints: Sequence[Callable[[Arch], bool]] = (),
+    num_classes: int | None = None,
 ) -> ModelSpace:
     """The search space of ``model`` converted by :func:`convert_model` (same arguments), with
-    ``constraints`` on its archs. ``model`` itself is left untouched."""
+    ``constraints`` on its archs. ``model`` itself is left untouched.
+
+    One child is traced with ``torch.fx`` now, as export will (ConfigError naming the module and
+    line that cannot be traced); with ``inherit``, children built fresh keep every weight of the
+    model outside the chosen ops (stem, head, unmatched layers), not only the matched modules'."""
     converted = convert_model(
-        model, rule, candidates, width=width, depth=depth, input_shape=input_shape, inherit=inherit, handlers=handlers
+        model,
+        rule,
+        candidates,
+        width=width,
+        depth=depth,
+        input_shape=input_shape,
+        inherit=inherit,
+        handlers=handlers,
+        num_classes=num_classes,
     )
-    return ModelSpace(converted, constraints=constraints)
+    check_traceable(converted)
+    return ModelSpace(converted, constraints=constraints, inherit=inherit)

@@ -41,8 +41,8 @@ from torch.nn import functional as F
 from torch.nn.utils import skip_init
 
 from nasforge.core.arch import Choice, Value
+from nasforge.nn.mutable_layers import BatchNorm2d
 from nasforge.nn.mutables import (
-    BatchNorm2d,
     Mixable,
     Mutable,
     MutableSupernet,

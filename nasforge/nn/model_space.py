@@ -45,11 +45,17 @@ class ModelSpace(SearchSpace):
         model: the network; it also serves as the supernet (weights shared by slicing).
         constraints: predicates on an arch; an arch is valid when all hold, so sampling,
             mutation and enumeration (and thus every strategy) only propose archs meeting them.
+        inherit: :meth:`build` keeps the model's weights outside its mutables (a pretrained
+            stem and head) and re-initialises only what the mutables froze to (the chosen ops,
+            which handlers such as ``InheritWeights`` then fill); False re-initialises all.
     """
 
-    def __init__(self, model: nn.Module, constraints: Sequence[Callable[[Arch], bool]] = ()) -> None:
+    def __init__(
+        self, model: nn.Module, constraints: Sequence[Callable[[Arch], bool]] = (), inherit: bool = False
+    ) -> None:
         self.model = model
         self.constraints = tuple(constraints)
+        self.inherit = inherit
         self._choices = collect_choices(model)
         if not self._choices:
             raise ValueError("ModelSpace: the model holds no mutable (LayerChoice, InputChoice, ValueChoice, Repeat)")
@@ -62,10 +68,17 @@ class ModelSpace(SearchSpace):
 
     def build(self, arch: Arch) -> nn.Module:
         """The frozen child with fresh weights (``reset_parameters`` under the global torch RNG,
-        which estimators seed per trial); parameters outside resettable modules keep the model's.
+        which estimators seed per trial); parameters outside resettable modules keep the model's,
+        and with ``inherit`` every parameter outside the mutables' frozen modules does.
         Handlers then see ``on_freeze(..., fresh=True)`` (e.g. to inherit the original's weights)."""
         child, frozen = frozen_copy(self.model, self.validate(arch))
-        reset_parameters(child)
+        if self.inherit:
+            in_child = {id(module) for module in child.modules()}
+            for _, mutable in iter_mutables(self.model):
+                if id(frozen[id(mutable)]) in in_child:
+                    reset_parameters(frozen[id(mutable)])  # type: ignore[arg-type]
+        else:
+            reset_parameters(child)
         notify_freeze(self.model, child, frozen, fresh=True)
         return child
 

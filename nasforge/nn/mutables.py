@@ -3,11 +3,13 @@
 Modelled on NNI's mutables (our own code): a user network holds
 
 - :class:`LayerChoice` (one op among candidates),
-- :class:`InputChoice` (one tensor among several inputs),
-- :class:`ValueChoice` values passed to the layers here (:class:`Conv2d` kernel size and widths,
-  :class:`Linear` widths, :class:`BatchNorm2d` width), which allocate the largest size and run a
-  slice of it (OFA-style weight sharing: a width-16 pick uses the first 16 filters, a 3x3 kernel
-  the centre of the 7x7 one),
+- :class:`InputChoice` (one tensor among several inputs, or ``n_chosen`` of them reduced),
+- :class:`ValueChoice` values (:mod:`nasforge.nn.values`: ints and floats, and arithmetic on
+  them) passed to the value layers of :mod:`nasforge.nn.mutable_layers` (``Conv2d`` kernel size,
+  widths, groups and dilation, ``Linear`` widths, ``BatchNorm2d`` width, ``Dropout`` rate), which
+  allocate the largest size and run a slice of it (OFA-style weight sharing: a width-16 pick uses
+  the first 16 filters, a 3x3 kernel the centre of the 7x7 one), or held by any module as an
+  attribute (its ``forward`` reads ``float(self.rate)``; freezing replaces it by its value),
 - :class:`Repeat` (a block repeated a chosen number of times: the first ``depth`` copies run).
 
 :class:`~nasforge.nn.model_space.ModelSpace` turns such a model into a :class:`~nasforge.core.space.SearchSpace`: every
@@ -33,16 +35,17 @@ re-initialise. :mod:`nasforge.nn.convert` provides the built-in ones.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torch.nn.utils import skip_init
 
 from nasforge.core.arch import Arch, Choice, Value
 from nasforge.core.errors import ConfigError
 from nasforge.nn import mixed
+from nasforge.nn.values import ValueChoice, ValueExpr, largest, leaves, now
 
 __all__ = [
     "Mutable",
@@ -50,11 +53,9 @@ __all__ = [
     "Mixable",
     "Handler",
     "ValueChoice",
+    "ValueExpr",
     "LayerChoice",
     "InputChoice",
-    "Conv2d",
-    "Linear",
-    "BatchNorm2d",
     "Repeat",
     "MutableSupernet",
     "activate",
@@ -63,6 +64,8 @@ __all__ = [
     "freeze",
     "reset_parameters",
     "iter_mutables",
+    "held_values",
+    "ChosenInputs",
     "frozen_copy",
     "notify_freeze",
     "unweighted_mutables",
@@ -70,38 +73,12 @@ __all__ = [
 ]
 
 
-class ValueChoice:
-    """A value (kernel size, width, depth) picked among ``candidates``; ``current`` is the pick.
-
-    Pass the same object (or another with the same label and candidates) to several layers to
-    tie them to one decision, e.g. a conv's output width and the batch norm after it.
-    """
-
-    def __init__(self, candidates: Sequence[int], label: str) -> None:
-        values = tuple(candidates)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise ValueError(f"ValueChoice {label!r}: candidates must be positive ints, got {values}")
-        self.choice = Choice(label, values, ordered=True)
-        self.current: int = max(values)
-
-    @property
-    def label(self) -> str:
-        return self.choice.name
-
-    @property
-    def largest(self) -> int:
-        return max(self.choice.candidates)  # type: ignore[type-var,return-value]
-
-    def __repr__(self) -> str:
-        return f"ValueChoice({list(self.choice.candidates)}, label={self.label!r})"
+def _largest(value: Any) -> Any:
+    return largest(value)
 
 
-def _largest(value: int | ValueChoice) -> int:
-    return value.largest if isinstance(value, ValueChoice) else value
-
-
-def _now(value: int | ValueChoice) -> int:
-    return value.current if isinstance(value, ValueChoice) else value
+def _now(value: Any) -> Any:
+    return now(value)
 
 
 class Mutable:
@@ -144,11 +121,15 @@ class ValueLayer(Mutable):
 
     def set_arch(self, arch: Mapping[str, Value]) -> None:
         for value in self.value_choices():
-            value.current = int(arch[value.label])  # type: ignore[arg-type]
+            if isinstance(value, ValueChoice):
+                value.set(arch[value.label])
+            else:  # a WidthChoice (nasforge.nn.elastic)
+                value.current = int(arch[value.label])  # type: ignore[arg-type]
 
 
 def _only_choices(*values: object) -> list[ValueChoice]:
-    return [v for v in values if isinstance(v, ValueChoice)]
+    """The choices behind ``values`` (derived values give the choices they follow)."""
+    return leaves(*values)
 
 
 class Handler:
@@ -204,125 +185,72 @@ class LayerChoice(mixed.MixedOp, Mutable):
 
 
 class InputChoice(mixed.MixedInput, Mutable):
-    """One of ``n_candidates`` input tensors (called with their list); values are indices."""
+    """``n_chosen`` of ``n_candidates`` input tensors (called with their list), NNI's InputChoice.
 
-    def __init__(self, n_candidates: int, label: str) -> None:
+    With ``n_chosen=1`` (the default) the values are indices and the module returns the picked
+    tensor; with more, the values are the picked indices as a string (``"0,2"``) and the picks are
+    reduced by ``reduction``: ``sum``, ``mean`` or ``concat`` (along channels).
+    """
+
+    def __init__(
+        self, n_candidates: int, label: str, n_chosen: int = 1, reduction: Literal["sum", "mean", "concat"] = "sum"
+    ) -> None:
         super().__init__(label, n_candidates)
-        self.activate(0)
+        if not 1 <= n_chosen <= n_candidates:
+            raise ValueError(f"InputChoice {label!r}: n_chosen must be in 1..{n_candidates}, got {n_chosen}")
+        if reduction not in ("sum", "mean", "concat"):
+            raise ValueError(f"InputChoice {label!r}: reduction must be sum, mean or concat, got {reduction!r}")
+        self.n_chosen, self.reduction = n_chosen, reduction
+        self.subsets = [",".join(map(str, c)) for c in itertools.combinations(range(n_candidates), n_chosen)]
+        self.chosen: tuple[int, ...] = tuple(range(n_chosen))
+        self.activate(0 if n_chosen == 1 else self.subsets[0])
+
+    def activate(self, value: Value) -> None:
+        if self.n_chosen == 1:
+            super().activate(value)
+            return
+        if value not in self.subsets:
+            raise mixed.InvalidArchError(f"{value!r} is not a valid pick of {self.name!r}; allowed: {self.subsets}")
+        self.chosen = tuple(int(i) for i in str(value).split(","))
+        self.active, self.weights = value, None  # type: ignore[assignment]
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        if self.n_chosen == 1:
+            return super().forward(inputs)
+        return _reduce([inputs[i] for i in self.chosen], self.reduction)
 
     def mutable_choices(self) -> list[Choice]:
+        if self.n_chosen > 1:
+            return [Choice(self.name, tuple(self.subsets))]
         return [Choice(self.name, tuple(range(self.n_inputs)))]
 
     def set_arch(self, arch: Mapping[str, Value]) -> None:
         self.activate(arch[self.name])
 
     def frozen(self, memo: dict[int, object]) -> nn.Module:
+        if self.n_chosen > 1:
+            return ChosenInputs(self.chosen, self.reduction)
         return mixed._Frozen(int(self.active))  # type: ignore[arg-type]
 
 
-class Conv2d(nn.Conv2d, ValueLayer):
-    """``nn.Conv2d`` whose channels and (odd) kernel size may be ValueChoices (groups 1, dilation 1).
-
-    ``padding="same"`` pads ``kernel // 2`` for whichever kernel is picked.
-    """
-
-    def __init__(
-        self,
-        in_channels: int | ValueChoice,
-        out_channels: int | ValueChoice,
-        kernel_size: int | ValueChoice,
-        stride: int = 1,
-        padding: int | Literal["same"] = 0,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(_largest(in_channels), _largest(out_channels), _largest(kernel_size), stride, 0, bias=bias)
-        if isinstance(kernel_size, ValueChoice) and any(int(k) % 2 == 0 for k in kernel_size.choice.candidates):
-            raise ValueError(f"Conv2d: kernel sizes of {kernel_size!r} must be odd to share one centred kernel")
-        self.in_choice, self.out_choice, self.kernel_choice = in_channels, out_channels, kernel_size
-        self.pad = padding
-
-    def value_choices(self) -> list[ValueChoice]:
-        return _only_choices(self.in_choice, self.out_choice, self.kernel_choice)
-
-    def _sliced(self) -> tuple[Tensor, Tensor | None, int, int]:
-        cin, cout, k = _now(self.in_choice), _now(self.out_choice), _now(self.kernel_choice)
-        start = (self.kernel_size[0] - k) // 2
-        weight = self.weight[:cout, :cin, start : start + k, start : start + k]
-        bias = self.bias[:cout] if self.bias is not None else None
-        return weight, bias, k, k // 2 if self.pad == "same" else int(self.pad)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight, bias, _, padding = self._sliced()
-        return F.conv2d(x, weight, bias, self.stride, padding)
-
-    def frozen(self, memo: dict[int, object]) -> nn.Module:
-        weight, bias, k, padding = self._sliced()
-        conv = skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], k, self.stride, padding, bias=bias is not None)
-        return filled(conv, {"weight": weight, "bias": bias}, self.training)
+def _reduce(tensors: list[Tensor], reduction: str) -> Tensor:
+    if reduction == "concat":
+        return torch.cat(tensors, dim=1)
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total / len(tensors) if reduction == "mean" else total
 
 
-class Linear(nn.Linear, ValueLayer):
-    """``nn.Linear`` whose widths may be ValueChoices (the leading slice of the largest)."""
+class ChosenInputs(nn.Module):
+    """What an :class:`InputChoice` with ``n_chosen > 1`` freezes to: its picks, reduced."""
 
-    def __init__(self, in_features: int | ValueChoice, out_features: int | ValueChoice, bias: bool = True) -> None:
-        super().__init__(_largest(in_features), _largest(out_features), bias=bias)
-        self.in_choice, self.out_choice = in_features, out_features
+    def __init__(self, chosen: Sequence[int], reduction: str) -> None:
+        super().__init__()
+        self.chosen, self.reduction = tuple(chosen), reduction
 
-    def value_choices(self) -> list[ValueChoice]:
-        return _only_choices(self.in_choice, self.out_choice)
-
-    def _sliced(self) -> tuple[Tensor, Tensor | None]:
-        cin, cout = _now(self.in_choice), _now(self.out_choice)
-        return self.weight[:cout, :cin], self.bias[:cout] if self.bias is not None else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, *self._sliced())
-
-    def frozen(self, memo: dict[int, object]) -> nn.Module:
-        weight, bias = self._sliced()
-        linear = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
-        return filled(linear, {"weight": weight, "bias": bias}, self.training)
-
-
-class BatchNorm2d(nn.BatchNorm2d, ValueLayer):
-    """``nn.BatchNorm2d`` whose width may be a ValueChoice: parameters and running statistics are
-    the leading slice of the largest (updated in place, so the supernet keeps them)."""
-
-    def __init__(self, num_features: int | ValueChoice, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
-        super().__init__(_largest(num_features), eps, momentum)
-        self.features_choice = num_features
-
-    def value_choices(self) -> list[ValueChoice]:
-        return _only_choices(self.features_choice)
-
-    def channels(self) -> int:
-        """The width in use (subclasses with other width objects override it)."""
-        return _now(self.features_choice)
-
-    def _slices(self) -> dict[str, Tensor]:
-        c = self.channels()
-        return {
-            "weight": self.weight[:c],
-            "bias": self.bias[:c],
-            "running_mean": self.running_mean[:c],  # type: ignore[index]
-            "running_var": self.running_var[:c],  # type: ignore[index]
-            "num_batches_tracked": self.num_batches_tracked,  # type: ignore[dict-item]
-        }
-
-    def forward(self, x: Tensor) -> Tensor:
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training:
-            self.num_batches_tracked.add_(1)  # type: ignore[union-attr,operator]
-            if self.momentum is None:  # a cumulative average (batch-norm recalibration)
-                factor = 1.0 / float(self.num_batches_tracked)  # type: ignore[arg-type]
-        s = self._slices()
-        return F.batch_norm(
-            x, s["running_mean"], s["running_var"], s["weight"], s["bias"], self.training, factor, self.eps
-        )
-
-    def frozen(self, memo: dict[int, object]) -> nn.Module:
-        bn = skip_init(nn.BatchNorm2d, self.channels(), self.eps, self.momentum)
-        return filled(bn, self._slices(), self.training)
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        return _reduce([inputs[i] for i in self.chosen], self.reduction)
 
 
 def filled(module: nn.Module, tensors: Mapping[str, Tensor | None], training: bool) -> nn.Module:
@@ -340,13 +268,17 @@ class Repeat(nn.Module, Mutable):
     """``block_factory(i)`` for the largest depth; the first ``depth`` blocks run, in sequence.
 
     Args:
-        block_factory: builds block ``i`` (blocks may hold choices of their own).
+        block_factory: builds block ``i`` from its index ``i`` (0, 1, ...; blocks may hold choices
+            of their own); or a module (deep-copied per block) or a list of modules, as NNI's.
         depth: a ValueChoice of depths, or ``(min, max)`` for every depth between (needs ``label``).
         label: the choice name when ``depth`` is a range.
     """
 
     def __init__(
-        self, block_factory: Callable[[int], nn.Module], depth: ValueChoice | tuple[int, int], label: str | None = None
+        self,
+        block_factory: Callable[[int], nn.Module] | nn.Module | Sequence[nn.Module],
+        depth: ValueChoice | tuple[int, int],
+        label: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(depth, ValueChoice):
@@ -355,13 +287,30 @@ class Repeat(nn.Module, Mutable):
             low, high = depth
             depth = ValueChoice(list(range(low, high + 1)), label=label)
         self.depth = depth
-        self.blocks = nn.ModuleList(block_factory(i) for i in range(depth.largest))
+        if isinstance(block_factory, nn.Module):
+            template = block_factory
+            blocks = [copy.deepcopy(template) for _ in range(int(depth.largest))]
+        elif isinstance(block_factory, Sequence):
+            blocks = list(block_factory)
+            if len(blocks) < depth.largest:
+                raise ValueError(f"Repeat {depth.label!r}: {len(blocks)} blocks given for depth up to {depth.largest}")
+        else:
+            blocks = [block_factory(i) for i in range(int(depth.largest))]
+            empty = [name for name, p in blocks[0].named_parameters() if p.numel() == 0] if blocks else []
+            if empty or not all(isinstance(b, nn.Module) for b in blocks):
+                raise ValueError(
+                    f"Repeat {depth.label!r}: block_factory(0) built {blocks[0]!r:.80}"
+                    + (f" with empty parameters ({', '.join(empty)})" if empty else ", not an nn.Module")
+                    + ". Repeat calls block_factory with the block's index i (0, 1, ...), not a width: "
+                    "pass a function of the index, e.g. `lambda i: Block(channels)`, or a module to copy"
+                )
+        self.blocks = nn.ModuleList(blocks)
 
     def mutable_choices(self) -> list[Choice]:
         return [self.depth.choice]
 
     def set_arch(self, arch: Mapping[str, Value]) -> None:
-        self.depth.current = int(arch[self.depth.label])  # type: ignore[arg-type]
+        self.depth.set(arch[self.depth.label])
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks[: self.depth.current]:
@@ -378,17 +327,36 @@ def iter_mutables(model: nn.Module) -> Iterator[tuple[str, Mutable]]:
             yield path, module
 
 
+def held_values(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, ValueExpr]]:
+    """``(path, module, attribute, value)`` for every ValueChoice (or derived value) a plain
+    module holds as an attribute (e.g. a float choice the user's ``forward`` reads with
+    ``float(self.rate)``): decisions of the space too, replaced by their value on freezing."""
+    for path, module in model.named_modules():
+        if not isinstance(module, Mutable):
+            for name, value in vars(module).items():
+                if isinstance(value, ValueExpr):
+                    yield path, module, name, value
+
+
+def _all_choices(model: nn.Module) -> Iterator[tuple[str, Choice]]:
+    for path, module in iter_mutables(model):
+        for choice in module.mutable_choices():
+            yield path, choice
+    for path, _, name, value in held_values(model):
+        for leaf in value.leaves():
+            yield f"{path}.{name}" if path else name, leaf.choice
+
+
 def collect_choices(model: nn.Module) -> dict[str, Choice]:
     """The model's decisions by label, in first-appearance order; one label, one decision."""
     found: dict[str, Choice] = {}
-    for path, module in iter_mutables(model):
-        for choice in module.mutable_choices():
-            seen = found.setdefault(choice.name, choice)
-            if seen.candidates != choice.candidates:
-                raise ValueError(
-                    f"label {choice.name!r} is used with different candidates: {list(seen.candidates)} "
-                    f"and {list(choice.candidates)} (at {path or 'the model'})"
-                )
+    for path, choice in _all_choices(model):
+        seen = found.setdefault(choice.name, choice)
+        if seen.candidates != choice.candidates:
+            raise ValueError(
+                f"label {choice.name!r} is used with different candidates: {list(seen.candidates)} "
+                f"and {list(choice.candidates)} (at {path or 'the model'})"
+            )
     return found
 
 
@@ -396,6 +364,9 @@ def activate(model: nn.Module, arch: Mapping[str, Value]) -> None:
     """Set every mutable of ``model`` to ``arch`` (nested ones too, active or not)."""
     for _, module in iter_mutables(model):
         module.set_arch(arch)
+    for _, _, _, value in held_values(model):
+        for leaf in value.leaves():
+            leaf.set(arch[leaf.label])
 
 
 def freeze(model: nn.Module, arch: Mapping[str, Value]) -> nn.Module:
@@ -419,7 +390,10 @@ def frozen_copy(model: nn.Module, arch: Mapping[str, Value]) -> tuple[nn.Module,
         memo[id(module)] = module.frozen(memo)
     if isinstance(model, Mutable):
         return memo[id(model)], memo  # type: ignore[return-value]
-    return copy.deepcopy(model, memo), memo
+    child = copy.deepcopy(model, memo)
+    for _, module, name, value in held_values(child):
+        setattr(module, name, now(value))
+    return child, memo
 
 
 def notify_freeze(model: nn.Module, child: nn.Module, frozen: Mapping[int, object], *, fresh: bool) -> None:
@@ -445,7 +419,7 @@ def unweighted_mutables(model: nn.Module) -> list[str]:
     return [
         f"{type(module).__name__} at {path!r} ({', '.join(c.name for c in module.mutable_choices())})"
         for path, module in iter_mutables(model)
-        if not isinstance(module, (mixed.MixedOp, mixed.MixedInput, Mixable))
+        if not isinstance(module, (mixed.MixedOp, mixed.MixedInput, Mixable)) or getattr(module, "n_chosen", 1) > 1
     ]
 
 

@@ -12,6 +12,10 @@
 the data), plus ``options``. ``convert`` holds the arguments of :func:`nasforge.nn.convert.convert`
 (``rule``, ``candidates`` or ``width``/``depth``, ``inherit``); without it the model must hold
 mutables of its own (:mod:`nasforge.nn.mutables`).
+
+Built, the space has run the model once (its output must be ``(batch, num_classes)`` of the
+data) and traced one child with ``torch.fx`` as export will: either failing is a ConfigError
+naming the numbers, or the module and line, before any trial runs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
 from nasforge.nn.convert import convert_model
+from nasforge.nn.convert_checks import check_output_width, check_traceable
 from nasforge.nn.model_space import ModelSpace
 from nasforge.tasks.datasets import load_factory
 
@@ -102,12 +107,16 @@ class UserModelSpace(ModelSpace):
         seed: NonNegativeInt = 0,
     ) -> None:
         context = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
+        input_shape = (in_channels, *input_size) if in_channels is not None and input_size is not None else None
+        inherit = False
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = build_user_model(factory, dict(options or {}), context)
+            if convert is None and input_shape is not None and num_classes is not None:
+                check_output_width(model, input_shape, num_classes)
             if convert is not None:
                 settings = ConvertSettings.model_validate(convert)  # also a plain mapping, from Python
-                input_shape = (in_channels, *input_size) if in_channels is not None and input_size is not None else None
+                inherit = settings.inherit
                 model = convert_model(
                     model,
                     settings.rule,
@@ -116,8 +125,10 @@ class UserModelSpace(ModelSpace):
                     depth=settings.depth,
                     input_shape=input_shape,
                     inherit=settings.inherit,
+                    num_classes=num_classes,
                 )
         try:
-            super().__init__(model)
+            super().__init__(model, inherit=inherit)
         except ValueError as exc:
             raise ConfigError(f"space 'model' ({factory}): {exc}; add a convert section to generate choices") from None
+        check_traceable(model)  # export traces a child: fail now, naming the module, not after the search
