@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nasforge.cli.arguments import whole_number
 from nasforge.cli.console import console, fmt, log, progress_bar, setup_logging, trial_table
 from nasforge.cli.train import load_run, train_and_report
 from nasforge.core.errors import CheckpointError, ConfigError
@@ -18,8 +19,14 @@ __all__ = ["add_commands", "cmd_search", "cmd_pipeline", "cmd_derive", "cmd_plot
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nasforge.runner.config import load_config
-    from nasforge.runner.experiment import CONFIG_FILE, build_experiment, save_run_config, write_topk
+    from nasforge.runner.experiment import CONFIG_FILE
 
+    if args.resume and (args.config or args.run_dir):
+        other = f"config {args.config}" if args.config else f"--run-dir {args.run_dir}"
+        raise ConfigError(
+            f"--resume {args.resume} and {other} conflict: a resumed search reads its own config and stays in its "
+            f"own run directory; give one of them"
+        )
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / CONFIG_FILE).is_file():
@@ -38,6 +45,45 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"run directory {run_dir} already holds a search; resume it with `nasforge search --resume {run_dir}`, "
             "or set another run_dir (--run-dir DIR)"
         )
+    before = None if args.resume else (set(run_dir.iterdir()) if run_dir.is_dir() else None)
+    try:
+        return _search(args, config, config_path, run_dir)
+    except Exception:
+        if not args.resume:
+            _discard_unstarted(run_dir, before)
+        raise
+
+
+def _discard_unstarted(run_dir: Path, before: set[Path] | None) -> None:
+    """Remove what a search that stored no trial wrote into ``run_dir`` (the folder itself if it
+    did not exist before), so the same command can run again; a run with trials is kept."""
+    import logging
+    import shutil
+
+    from nasforge.runner.store import TrialStore
+
+    for handler in list(log.handlers):  # search.log is open
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            log.removeHandler(handler)
+            handler.close()
+    store_path = run_dir / STORE_FILE
+    if store_path.exists() and store_path not in (before or set()):
+        store = TrialStore(store_path)
+        try:
+            if len(store):
+                return
+        finally:
+            store.close()
+    if before is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in set(run_dir.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: Path) -> int:
+    from nasforge.runner.experiment import build_experiment, save_run_config, write_topk
+
     setup_logging(run_dir, args.verbose)
     console.print(f"[bold]nasforge search[/bold] {config_path}  ->  run directory [cyan]{run_dir}[/cyan]")
     experiment = build_experiment(config, str(config_path))
@@ -118,7 +164,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     config, run_dir = load_run(Path(args.run_dir))
     trials = load_trials(run_dir)
     experiment = build_experiment(config.model_copy(update={"data": None}) if config.data is None else config, str(run_dir))
-    result = SearchResult(trials, experiment.objective, winner=type(experiment.strategy).winner)
+    result = SearchResult(trials, experiment.objective)
     if args.output:
         chosen = write_topk(run_dir, experiment.space, result, args.n, path=Path(args.output), whole_front=False)
         console.print(f"wrote the top {len(chosen)} archs of {len(result.trials)} trials to {args.output}")
@@ -164,7 +210,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("derive", help="write the top-K archs of a run to YAML")
     p.add_argument("run_dir")
-    p.add_argument("-n", type=int, default=5, help="how many archs (default 5)")
+    p.add_argument("-n", type=whole_number("-n", 1), default=5, help="how many archs (at least 1; default 5)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.set_defaults(func=cmd_derive)
 

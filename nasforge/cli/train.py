@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nasforge.cli.arguments import whole_number
 from nasforge.cli.console import console, fmt, progress_bar
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.trial import Trial
@@ -62,6 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasforge.runner.config import load_config
     from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
 
+    if args.run and args.config:
+        raise ConfigError(
+            f"--run {args.run} and --config {args.config} conflict: the space, data and training settings come from "
+            "one of them; give one"
+        )
     init_from = Path(args.init_from) if args.init_from else None
     run = args.run or (None if args.config else args.init_from)  # --init-from alone: that run's settings
     loaded = load_run(Path(run)) if run else None  # a missing run directory is named first
@@ -111,6 +117,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nasforge.export import export_model
     from nasforge.tasks.model_folder import load_model_folder
 
+    target = Path(args.output)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(
+            f"export -o {target}: a file of that name exists and is left alone; -o takes a folder (new, or one to "
+            "write model.py and weights.pt into)"
+        )
     folder = load_model_folder(args.model_dir)
     example = torch.randn(2, *folder.input_shape[1:])
     norm = folder.description.get("input_normalization")
@@ -120,7 +132,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         if norm
         else f"Inputs: shape {list(folder.input_shape)}, pixels scaled to [0, 1]."
     )
-    out = export_model(folder.model, example, args.output, doc=f"nasforge export of {folder.space.format(folder.arch)}.\n\n{how}")
+    try:
+        out = export_model(folder.model, example, target, doc=f"nasforge export of {folder.space.format(folder.arch)}.\n\n{how}")
+    except (PermissionError, FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(
+            f"export -o {target}: cannot write {exc.filename or target} ({exc.strerror or type(exc).__name__}); "
+            f"choose a folder you can write to. The model folder {args.model_dir} is untouched"
+        ) from None
     console.print(f"exported to {out}/model.py and {out}/weights.pt; load with: import model; net = model.load()")
     return 0
 
@@ -151,8 +169,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--run", help="take the space, data and training settings from this run directory")
     p.add_argument("--config", help="...or from this config file")
     p.add_argument("--arch", help="the arch (its notation or JSON), or a YAML file from derive/topk (default: the run's best)")
-    p.add_argument("--index", type=int, default=0, help="which arch of a YAML file (default 0, the best)")
-    p.add_argument("--epochs", type=int, help="override the number of training epochs")
+    p.add_argument("--index", type=whole_number("--index", 0), default=0, help="which arch of a YAML file (default 0, the best)")
+    p.add_argument("--epochs", type=whole_number("--epochs", 1), help="override the number of training epochs (at least 1)")
     p.add_argument(
         "--init-from", metavar="RUN_DIR",
         help="fine-tune from the weights the arch inherits from this one-shot run's supernet "
@@ -174,6 +192,6 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("eval-arch", help="estimate one arch with a config's estimator")
     p.add_argument("config")
     p.add_argument("arch")
-    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--index", type=whole_number("--index", 0), default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_eval_arch)

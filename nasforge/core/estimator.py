@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nasforge.core.component import Component
 from nasforge.core.arch import Arch
+from nasforge.core.component import Component
 from nasforge.core.trial import Result
 
 if TYPE_CHECKING:
     from nasforge.core.capabilities import ArchTraining, Capability
     from nasforge.core.differentiable import ArchParameters
+    from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["Context", "Estimator"]
+__all__ = ["Context", "Estimator", "check_reported_metrics"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,19 @@ class Estimator(Component, ABC):
     needs_arch_parameters: ClassVar[bool] = False
     #: True for a wrapper whose needs are those of the estimator it holds (``self.inner``).
     forwards_capabilities: ClassVar[bool] = False
+    #: The metrics every :meth:`estimate` reports; None: not known before it runs (an external
+    #: command printing JSON). Estimators whose metrics depend on their options override
+    #: :meth:`reported_metrics` instead.
+    reports: ClassVar[frozenset[str] | None] = None
     #: The space (a ``{type, ...}`` section) the conformance suites run it on; None: a tiny NB201.
     conformance_space: ClassVar[Mapping[str, Any] | None] = None
     #: The strategy (a section) whose architecture parameters it trains in the suites, if it needs one.
     conformance_strategy: ClassVar[Mapping[str, Any] | None] = None
+
+    def reported_metrics(self) -> frozenset[str] | None:
+        """The metrics this estimator reports for every arch, given its options (None: unknown,
+        so objectives are not checked against it). Wrappers add theirs to their inner one's."""
+        return type(self).reports
 
     @abstractmethod
     def estimate(self, arch: Arch, ctx: Context) -> Result:
@@ -85,3 +95,23 @@ class Estimator(Component, ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+
+
+def check_reported_metrics(estimator: Estimator, objective: Objective) -> None:
+    """Raise a ConfigError, before anything trains, when ``objective`` (its scores or constraints)
+    reads a metric ``estimator`` does not report; estimators whose metrics are unknown pass."""
+    from nasforge.core.errors import ConfigError
+
+    reported = estimator.reported_metrics()
+    if reported is None:
+        return
+    for metric in objective.required_metrics():
+        if metric not in reported:
+            import difflib
+
+            close = difflib.get_close_matches(metric, sorted(reported), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"the objective reads metric {metric!r}, which estimator {type(estimator).__name__} does not report."
+                f"{hint} It reports: {', '.join(sorted(reported))}."
+            )

@@ -8,7 +8,7 @@ strategy as ``strategy.history``, a read-only :class:`History`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from nasforge.core.arch import Arch
 from nasforge.core.trial import Trial
@@ -21,10 +21,13 @@ class History:
     yet told (trials in flight).
 
     ``arch in history`` is true for an arch asked or told in this search (the test every
-    deduplicating strategy uses); ``len(history)`` counts told trials.
+    deduplicating strategy uses); ``len(history)`` counts told trials. Archs are compared by
+    ``key``, the space's :meth:`~nasforge.core.space.SearchSpace.effective` form where the driver
+    gives it, so an arch differing from a known one only in inactive choices is known too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: Callable[[Arch], Arch] | None = None) -> None:
+        self._key: Callable[[Arch], Arch] = key or (lambda arch: arch)
         self._trials: list[Trial] = []
         self._told: dict[Arch, Trial] = {}  # the latest told trial of each arch
         self._pending: dict[Arch, int] = {}  # asks not yet told, per arch
@@ -41,18 +44,21 @@ class History:
         return iter(list(self._trials))
 
     def __contains__(self, arch: object) -> bool:
-        return arch in self._told or arch in self._pending
+        if not isinstance(arch, Arch):
+            return False
+        key = self._key(arch)
+        return key in self._told or key in self._pending
 
     def asked(self, arch: Arch) -> bool:
         """Whether ``arch`` was asked (or told) in this search: the same as ``arch in history``."""
         return arch in self
 
     def told(self, arch: Arch) -> Trial | None:
-        """The latest told trial of ``arch``, or None if it has not been told."""
-        return self._told.get(arch)
+        """The latest told trial of ``arch`` (or of an arch with the same effective form), or None."""
+        return self._told.get(self._key(arch))
 
     def pending(self) -> list[Arch]:
-        """Archs asked but not yet told, oldest first (one entry per ask)."""
+        """Archs asked but not yet told, oldest first (one entry per ask; effective forms)."""
         return [arch for arch, n in self._pending.items() for _ in range(n)]
 
     @property
@@ -80,23 +86,25 @@ class TrialLog(History):
     """The writable history a driver (the runner, :func:`nasforge.testing.drive`) keeps and hands
     its strategy as a :class:`History`. Only the driver records; strategies only read."""
 
-    def __init__(self, trials: Iterable[Trial] = ()) -> None:
-        super().__init__()
+    def __init__(self, trials: Iterable[Trial] = (), *, key: Callable[[Arch], Arch] | None = None) -> None:
+        super().__init__(key)
         for trial in trials:
             self.record_ask(trial.arch)
             self.record_tell(trial)
 
     def record_ask(self, arch: Arch) -> None:
         """``arch`` was asked and is now in flight."""
+        arch = self._key(arch)
         self._pending[arch] = self._pending.get(arch, 0) + 1
         self._n_asked += 1
 
     def record_tell(self, trial: Trial) -> None:
         """``trial`` finished (recorded before the strategy is told, so it sees its own trial)."""
-        count = self._pending.get(trial.arch, 0)
+        arch = self._key(trial.arch)
+        count = self._pending.get(arch, 0)
         if count > 1:
-            self._pending[trial.arch] = count - 1
+            self._pending[arch] = count - 1
         elif count == 1:
-            del self._pending[trial.arch]
+            del self._pending[arch]
         self._trials.append(trial)
-        self._told[trial.arch] = trial
+        self._told[arch] = trial

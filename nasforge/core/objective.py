@@ -61,6 +61,15 @@ class Objective(Component, ABC):
     def score(self, metrics: Mapping[str, float]) -> tuple[float, ...]:
         """Scores, each higher-is-better."""
 
+    def scored_metrics(self) -> tuple[str, ...]:
+        """The metrics :meth:`score` reads (checked against the estimator's before a search
+        starts); the default, (), checks nothing."""
+        return ()
+
+    def required_metrics(self) -> tuple[str, ...]:
+        """Every metric this objective reads: the scored ones, then each constraint's."""
+        return tuple(dict.fromkeys([*self.scored_metrics(), *(c.metric for c in self.constraints)]))
+
     @property
     def n_objectives(self) -> int:
         """How many scores :meth:`score` returns (1 for scalar objectives)."""

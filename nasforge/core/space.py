@@ -59,6 +59,14 @@ class SearchSpace(Component, ABC):
         """Extra constraints between choices; the default space has none."""
         return True
 
+    def effective(self, arch: Arch) -> Arch:
+        """The canonical form of ``arch``: every choice that cannot change the network (a nested
+        choice inside a candidate its parent did not pick, a block beyond the chosen depth) set to
+        a fixed value, so two archs building the same network have the same effective arch.
+        Deduplication and :meth:`mutate` compare effective archs. Default: ``arch`` itself (every
+        choice always matters)."""
+        return arch
+
     def validate(self, arch: Arch) -> Arch:
         """Return ``arch`` if it fits this space, else raise naming the bad choice."""
         choices = self.choices()
@@ -102,29 +110,33 @@ class SearchSpace(Component, ABC):
         return unseen[int(rng.integers(len(unseen)))] if unseen else None
 
     def neighbours(self, arch: Arch) -> list[Arch]:
-        """Every valid arch that differs from ``arch`` in exactly one choice (fixed order)."""
+        """Every valid arch that differs from ``arch`` in exactly one choice and builds another
+        network (its :meth:`effective` arch differs), in a fixed order."""
         found = []
+        effective = self.effective(arch)
         for name, choice in self.choices().items():
             for value in choice.candidates:
                 if value != arch[name]:
                     candidate = arch.with_value(name, value)
-                    if self.is_valid(candidate):
+                    if self.is_valid(candidate) and self.effective(candidate) != effective:
                         found.append(candidate)
         return found
 
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
-        """A random valid neighbour: one choice changed to another of its candidates.
+        """A random valid neighbour: one choice changed to another of its candidates, so that the
+        network changes (a choice that is inactive in ``arch`` alone is never the change).
 
-        Returns ``arch`` itself only when it has no valid neighbour.
+        Returns ``arch`` itself only when it has no such neighbour.
         """
         choices = [c for c in self.choices().values() if len(c) > 1]
+        effective = self.effective(arch)
         for _ in range(100):
             choice = choices[int(rng.integers(len(choices)))] if choices else None
             if choice is None:
                 return arch
             others = [v for v in choice.candidates if v != arch[choice.name]]
             candidate = arch.with_value(choice.name, others[int(rng.integers(len(others)))])
-            if self.is_valid(candidate):
+            if self.is_valid(candidate) and self.effective(candidate) != effective:
                 return candidate
         options = self.neighbours(arch)
         return options[int(rng.integers(len(options)))] if options else arch
@@ -185,6 +197,9 @@ class ConstrainedSpace(SearchSpace):
 
     def is_valid(self, arch: Arch) -> bool:
         return self.inner.is_valid(arch) and self.predicate(arch)
+
+    def effective(self, arch: Arch) -> Arch:
+        return self.inner.effective(arch)
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """An arch drawn by the inner space's own sampler that passes the predicate (uniform over

@@ -149,6 +149,10 @@ class CommandEstimator(Estimator):
         self.env = dict(env or {})
         self.tail_chars = tail_chars
 
+    def reported_metrics(self) -> frozenset[str] | None:
+        """The metrics its ``metric_regex`` names; None (unknown) when it reads a JSON line."""
+        return frozenset(self.patterns) if self.patterns else None
+
     def command_line(self, arch: Arch, seed: int) -> list[str]:
         """The argument list for ``arch`` (each template token formatted on its own)."""
         values = {"seed": seed, "python": sys.executable, **arch}

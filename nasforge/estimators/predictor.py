@@ -107,6 +107,13 @@ class PredictorEstimator(Estimator):
         self.data = data
         self.arch_column = arch_column
         self.teacher = create("estimator", teacher, teacher_options) if isinstance(teacher, str) else teacher
+        taught = self.teacher.reported_metrics() if self.teacher is not None else None
+        if taught is not None and not set(self.metrics) <= taught:
+            missing = ", ".join(m for m in self.metrics if m not in taught)
+            raise ConfigError(
+                f"predictor: metrics {missing} are not reported by its teacher {type(self.teacher).__name__}, "
+                f"which reports: {', '.join(sorted(taught))}"
+            )
         self.warmup = warmup if teacher is not None else 0
         self.seed = seed
         self._data: dict[Arch, dict[str, float]] = {}
@@ -114,6 +121,10 @@ class PredictorEstimator(Estimator):
         self._loaded = False
         self._encoder: Encoder | None = None
         self._models: dict[str, Predictor] = {}
+
+    def reported_metrics(self) -> frozenset[str] | None:
+        """The metrics it predicts (its teacher's or data's, which the teacher is checked for)."""
+        return frozenset(self.metrics)
 
     def _load_data(self, ctx: Context) -> None:
         self._loaded = True

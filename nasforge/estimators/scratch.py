@@ -63,6 +63,7 @@ class ScratchTraining(Estimator):
 
     #: Tiny settings for the conformance suite (nasforge.testing.suites).
     conformance_options: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 32}
+    reports: ClassVar[frozenset[str] | None] = frozenset({"val_acc", "val_loss", "train_acc", "train_loss", "params", "flops"})
 
     def __init__(
         self,
@@ -98,6 +99,11 @@ class ScratchTraining(Estimator):
             metric=metric,
         )
         self._teacher: tuple[object, nn.Module | None] | None = None  # (teacher option, its network)
+
+    def reported_metrics(self) -> frozenset[str] | None:
+        """Its metrics, and ``val_metric`` when a user ``metric`` is set."""
+        assert self.reports is not None
+        return self.reports | ({"val_metric"} if self.settings.metric is not None else set())
 
     def _kd_teacher(self, settings: TrainSettings, data: DataSplits) -> nn.Module | None:
         """The ``kd`` teacher of ``settings`` (None for other criteria), read once per folder."""

@@ -229,6 +229,10 @@ class NB201Table(Estimator):
         self._lookup: tuple[dict[str, int], tuple[str, ...], np.ndarray] | None = None
         self._cost = {"seconds": 0.0, "epochs": 200.0 if search_metric == "test_acc_200ep" else 12.0}
 
+    def reported_metrics(self) -> frozenset[str] | None:
+        """``val_acc``, ``test_acc`` and ``latency_<device>`` for each of its devices."""
+        return frozenset({"val_acc", "test_acc", *(f"latency_{device}" for device in self.devices)})
+
     def _load(self) -> tuple[dict[str, int], tuple[str, ...], np.ndarray]:
         """Row index, metric names and one row of values per cell, built on the first query."""
         table = self.arrays()

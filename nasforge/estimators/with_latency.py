@@ -69,6 +69,11 @@ class WithLatency(Estimator):
         self.latency_model = LatencyModel.load(table, cost_model)
         self.metric = metric
 
+    def reported_metrics(self) -> frozenset[str] | None:
+        """The inner estimator's metrics and ``metric`` (None when the inner one's are unknown)."""
+        inner = self.inner.reported_metrics()
+        return None if inner is None else inner | {self.metric}
+
     def estimate(self, arch: Arch, ctx: Context) -> Result:
         result = self.inner.estimate(arch, ctx)
         metrics = {**result.metrics, self.metric: self.latency_model.predict(arch)}

@@ -66,6 +66,13 @@ class ModelSpace(SearchSpace):
     def is_valid(self, arch: Arch) -> bool:
         return all(constraint(arch) for constraint in self.constraints)
 
+    def effective(self, arch: Arch) -> Arch:
+        """``arch`` with the choices it leaves inactive (nested in a candidate not picked, in a
+        block beyond the chosen depth) at their first candidate (:func:`nasforge.nn.active.effective_arch`)."""
+        from nasforge.nn.active import effective_arch
+
+        return effective_arch(self.model, self._choices, arch)
+
     def build(self, arch: Arch) -> nn.Module:
         """The frozen child with fresh weights (``reset_parameters`` under the global torch RNG,
         which estimators seed per trial); parameters outside resettable modules keep the model's,

@@ -35,6 +35,9 @@ class SingleMetric(Objective):
     def names(self) -> tuple[str, ...]:
         return (self.metric if self.mode == "max" else f"-{self.metric}",)
 
+    def scored_metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
     def score(self, metrics: Mapping[str, float]) -> tuple[float, ...]:
         return (_signed(metrics, self.metric, self.mode),)
 
@@ -59,6 +62,9 @@ class WeightedSum(Objective):
     def names(self) -> tuple[str, ...]:
         return ("+".join(f"{w:g}*{m}" for m, w in self.weights.items()),)
 
+    def scored_metrics(self) -> tuple[str, ...]:
+        return tuple(self.weights)
+
     def score(self, metrics: Mapping[str, float]) -> tuple[float, ...]:
         return (sum(w * _signed(metrics, m, "max") for m, w in self.weights.items()),)
 
@@ -82,6 +88,9 @@ class Pareto(Objective):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m if mode == "max" else f"-{m}" for m, mode in self.metrics.items())
+
+    def scored_metrics(self) -> tuple[str, ...]:
+        return tuple(self.metrics)
 
     def score(self, metrics: Mapping[str, float]) -> tuple[float, ...]:
         return tuple(_signed(metrics, m, mode) for m, mode in self.metrics.items())

@@ -16,7 +16,7 @@ from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
 from nasforge.core.capabilities import check_combination
-from nasforge.core.errors import CheckpointError, ConfigError
+from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
 from nasforge.core.registry import ComponentSpec
@@ -183,16 +183,45 @@ def save_run_config(run_dir: Path, config: ExperimentConfig) -> None:
 def arch_from_text(space: SearchSpace, text: str, index: int = 0) -> Arch:
     """An arch from its notation, or from a YAML file written by ``nasforge derive``/``topk.yaml``."""
     path = Path(text)
-    if len(text) < 4096 and path.suffix in (".yaml", ".yml", ".json", ".txt") and path.is_file():
-        loaded = yaml.safe_load(path.read_text())
+    if len(text) < 4096 and path.suffix in _ARCH_FILE_SUFFIXES and path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read arch file {path}: {type(exc).__name__}: {exc}") from None
         if isinstance(loaded, dict) and "archs" in loaded:
             archs = loaded["archs"]
+            if not isinstance(archs, list):
+                raise ConfigError(f"{path}: 'archs' must be a list of archs (as derive writes), got {type(archs).__name__}")
             if not 0 <= index < len(archs):
                 raise ConfigError(f"{path} holds {len(archs)} archs; --index {index} is out of range")
             entry = archs[index]
-            text = entry["arch"] if isinstance(entry, dict) else str(entry)
+            if isinstance(entry, dict) and "arch" not in entry:
+                raise ConfigError(f"{path}: entry {index} of 'archs' has no 'arch' key")
+            text = str(entry["arch"]) if isinstance(entry, dict) else str(entry)
         elif isinstance(loaded, str):
             text = loaded.strip()
         elif isinstance(loaded, dict):
             text = json.dumps(loaded)
+    elif _names_a_file(text) and not path.is_file():
+        missing = ConfigError(
+            f"arch file {text} {'is a folder' if path.is_dir() else 'does not exist'}; give a YAML file written by "
+            "derive (or a run's topk.yaml), or the arch itself in the space's notation or as JSON"
+        )
+        if path.suffix.lower() in _ARCH_FILE_SUFFIXES or path.is_dir():
+            raise missing
+        try:  # a notation may hold a '/': only a value the space cannot parse is taken for a path
+            return space.parse(text)
+        except NasforgeError:
+            raise missing from None
     return space.parse(text)
+
+
+_ARCH_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".txt")
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` looks like a file name rather than an arch: one line, not JSON or NB201
+    notation, and a file suffix or a folder separator."""
+    if len(text) >= 4096 or not text.strip() or any(c.isspace() for c in text) or text[0] in "{[|(":
+        return False
+    return Path(text).suffix.lower() in _ARCH_FILE_SUFFIXES or "/" in text or "\\" in text

@@ -16,19 +16,20 @@ being replayed on resume, plus the arch in flight), so no strategy keeps or chec
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from nasforge.core.arch import Arch
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
-from nasforge.core.estimator import Context, Estimator
+from nasforge.core.estimator import Context, Estimator, check_reported_metrics
 from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.seeding import derive_seed
@@ -70,22 +71,14 @@ class SearchResult:
     trials: list[Trial]
     objective: Objective
     stopped_because: str = ""
-    #: The strategy's :attr:`~nasforge.core.strategy.Strategy.winner`: ``last`` puts the last
-    #: feasible, completed trial first (a differentiable search's final arch).
-    winner: Literal["best", "last"] = "best"
 
     def best(self, k: int = 1) -> list[Trial]:
-        """The ``k`` best feasible, completed trials by the first objective value; with
-        ``winner == "last"`` the last of them comes first, then the rest by value.
+        """The ``k`` best feasible, completed trials by the first objective value.
 
         Ties keep the earlier trial first; for several objectives, see :meth:`pareto_front`.
         """
         ok = [t for t in self.trials if t.ok]
-        ranked = sorted(ok, key=lambda t: (-t.values[0], t.number))
-        if self.winner == "last" and ok:
-            last = max(ok, key=lambda t: t.number)
-            ranked = [last, *(t for t in ranked if t is not last)]
-        return ranked[:k]
+        return sorted(ok, key=lambda t: (-t.values[0], t.number))[:k]
 
     def pareto_front(self) -> list[Trial]:
         """Feasible, completed trials no other such trial dominates, best first objective first."""
@@ -133,6 +126,7 @@ class Runner:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_seconds = checkpoint_seconds
         self.on_trial = on_trial or (lambda trial, result: None)
+        check_reported_metrics(estimator, objective)  # before a run directory or store exists
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.store = TrialStore(self.run_dir / STORE_FILE)
@@ -142,8 +136,8 @@ class Runner:
         self.context = Context(
             space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log, arch_parameters=arch_parameters
         )
-        self.result = SearchResult(trials=[], objective=objective, winner=type(strategy).winner)
-        self.history = TrialLog()  # mirrors self.result.trials, plus the arch in flight
+        self.result = SearchResult(trials=[], objective=objective)
+        self.history = TrialLog(key=space.effective)  # mirrors self.result.trials, plus the arch in flight
         self._elapsed_before = 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -224,14 +218,23 @@ class Runner:
             trial.error = traceback.format_exc()
             log.warning("trial %d failed: %s: %s", number, type(exc).__name__, exc)
             return trial
-        trial.metrics = {k: float(v) for k, v in result.metrics.items()}
+        metrics = {k: float(v) for k, v in result.metrics.items()}
         trial.cost = {k: float(v) for k, v in result.cost.items()}
         trial.extras = dict(result.extras)
         try:
-            trial.values = tuple(float(v) for v in self.objective.score(trial.metrics))
-            trial.feasible = self.objective.feasible(trial.metrics)
+            values = tuple(float(v) for v in self.objective.score(metrics))
+            feasible = self.objective.feasible(metrics)
         except KeyError as exc:
             raise ConfigError(f"the objective needs a metric the estimator does not report: {exc.args[0]}") from None
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad or not all(math.isfinite(v) for v in values):
+            # a NaN or inf would rank arbitrarily (NaN compares false both ways): fail this trial only
+            shown = ", ".join(f"{k} = {v}" for k, v in bad.items()) or f"objective values {values}"
+            trial.status = TrialStatus.FAILED
+            trial.error = f"the estimator reported a non-finite metric: {shown}"
+            log.warning("trial %d failed: %s", number, trial.error)
+            return trial
+        trial.metrics, trial.values, trial.feasible = metrics, values, feasible
         return trial
 
     def _stop_reason(self, started: float) -> str | None:
@@ -246,7 +249,7 @@ class Runner:
 
         With ``resume=True`` the run directory's store and checkpoint are restored first.
         """
-        self.history = TrialLog()
+        self.history = TrialLog(key=self.space.effective)
         self.strategy.history = self.history
         self.strategy.setup(self.space, self.objective, seed=derive_seed(self.seed, "strategy"))
         if resume:

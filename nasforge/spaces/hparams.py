@@ -165,6 +165,13 @@ class WithHparams(SearchSpace):
     def is_valid(self, arch: Arch) -> bool:
         return self.fixed is not None or self.inner.is_valid(architecture_of(arch))
 
+    def effective(self, arch: Arch) -> Arch:
+        """The inner space's effective arch, with the hyperparameters (which always matter)."""
+        if self.fixed is not None:
+            return arch
+        inner = self.inner.effective(architecture_of(arch))
+        return Arch({name: inner.get(name, value) for name, value in arch.items()})
+
     def build(self, arch: Arch) -> nn.Module:
         """The inner space's network; hyperparameters do not change it."""
         self.validate(arch)

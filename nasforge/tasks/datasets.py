@@ -445,18 +445,31 @@ def load_factory(spec: str, what: str = "factory") -> Callable[..., Any]:
 
 def _materialise(dataset: Dataset, where: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
-    for i in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[i]
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except Exception as exc:  # user code
+        raise NasforgeError(f"{where}: len() raised {type(exc).__name__}: {exc}") from None
+    for i in range(size):
+        try:
+            item = dataset[i]
+        except Exception as exc:  # user code: name the item and the error, not a traceback
+            raise NasforgeError(f"{where}[{i}] raised {type(exc).__name__}: {exc}") from None
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise NasforgeError(f"{where}[{i}] must be an (image, label) pair, got {type(item).__name__}")
-        image = torch.as_tensor(item[0], dtype=torch.float32)
+        try:
+            image = torch.as_tensor(item[0], dtype=torch.float32)
+            label = int(item[1])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise NasforgeError(
+                f"{where}[{i}] must be an (image tensor or array, int label) pair: {type(exc).__name__}: {exc}"
+            ) from None
         if image.ndim == 2:  # a grey H x W image
             image = image[None]
         if image.ndim != 3 or (images and image.shape != images[0].shape):
             expected = f"{tuple(images[0].shape)} like item 0" if images else "C x H x W"
             raise NasforgeError(f"{where}[{i}] has image shape {tuple(image.shape)}; expected {expected}")
         images.append(image)
-        labels.append(int(item[1]))
+        labels.append(label)
     if not images:
         raise NasforgeError(f"{where} is empty")
     return torch.stack(images).numpy(), np.asarray(labels, dtype=np.int64)
@@ -514,7 +527,10 @@ class CustomDataset(ImageSource):
 
     def read(self) -> RawImages:
         function = load_factory(self.factory)
-        made = function(data_dir=self.data_dir) if self.data_dir is not None else function()
+        try:
+            made = function(data_dir=self.data_dir) if self.data_dir is not None else function()
+        except Exception as exc:  # user code: say whose error it is, without a traceback
+            raise NasforgeError(f"data factory {self.factory!r} raised {type(exc).__name__}: {exc}") from None
         if not isinstance(made, (tuple, list)) or len(made) != 2:
             raise NasforgeError(f"factory {self.factory!r} must return (train_dataset, test_dataset)")
         x_train, y_train = _materialise(made[0], f"{self.factory} train dataset")

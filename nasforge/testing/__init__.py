@@ -89,7 +89,7 @@ def drive(
     ``strategy.history`` and records every ask and told trial in it. Stops early when the
     strategy returns None.
     """
-    log = TrialLog()
+    log = TrialLog(key=space.effective)
     strategy.history = log
     strategy.setup(space, objective, seed=seed)
     trials: list[Trial] = []

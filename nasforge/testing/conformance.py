@@ -98,7 +98,7 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
     head = drive(first, space, objective, estimator, split, seed=3)
     state = pickle.loads(pickle.dumps(first.state_dict()))
     second = make_strategy(name)
-    history = TrialLog(reference[: len(head)])
+    history = TrialLog(reference[: len(head)], key=space.effective)
     second.history = history
     second.setup(space, objective, seed=3)
     second.load_state_dict(state)
@@ -118,7 +118,7 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
     assert [t.arch for t in again] == [t.arch for t in head], f"{name}: a second setup kept search state"
 
     failing = make_strategy(name)
-    log = TrialLog()
+    log = TrialLog(key=space.effective)
     failing.history = log
     failing.setup(space, objective, seed=0)
     for number in range(8):

@@ -1,0 +1,29 @@
+"""Argument types of the command line that check a value's range as it is parsed.
+
+A bad value raises :class:`~nasforge.core.errors.ConfigError` naming the option, the value and
+what is allowed, which :func:`nasforge.cli.main` prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nasforge.core.errors import ConfigError
+
+__all__ = ["whole_number"]
+
+
+def whole_number(flag: str, minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for ``flag``: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{flag} must be a whole number ≥ {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{flag} must be ≥ {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"{flag} value"
+    return parse
