@@ -62,7 +62,7 @@ def test_supernet_edges_are_layer_choices_named_by_edge(space: NB201Space) -> No
 @pytest.mark.parametrize("text", [RESNET_LIKE, ALL_NONE, "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|nor_conv_1x1~2|"])
 def test_export_gives_the_supernet_outputs_and_loads_into_build(space: NB201Space, text: str) -> None:
     torch.manual_seed(0)
-    supernet = space.supernet()
+    supernet = space.supernet(affine=True)  # the default, affine=False, loads through inherited_child
     arch = space.parse(text)
     x = torch.randn(16, 1, 8, 8)
     supernet.activate(arch)
@@ -147,7 +147,7 @@ def test_fairnas_with_unequal_candidate_counts_covers_every_candidate() -> None:
 def test_rules_have_their_own_defaults() -> None:
     assert {"spos", "fairnas", "rsps", "enas"} <= set(registry.names("rule"))
     spos, rsps, enas = (get_rule(n).defaults for n in ("spos", "rsps", "enas"))
-    assert (rsps.lr, rsps.bn_batches, rsps.eval_batches) == (0.025, 0, 10) and spos.lr == 0.05
+    assert (rsps.lr, rsps.bn_batches, rsps.eval_batches) == (0.025, 10, 10) and spos.lr == 0.05  # rsps recalibrates (#13)
     assert enas.epochs == 0 and get_rule("enas").trains_asked_archs
 
 

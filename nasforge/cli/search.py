@@ -164,7 +164,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     config, run_dir = load_run(Path(args.run_dir))
     trials = load_trials(run_dir)
     experiment = build_experiment(config.model_copy(update={"data": None}) if config.data is None else config, str(run_dir))
-    result = SearchResult(trials, experiment.objective)
+    result = SearchResult(trials, experiment.objective, winner=type(experiment.strategy).winner)
     if args.output:
         chosen = write_topk(run_dir, experiment.space, result, args.n, path=Path(args.output), whole_front=False)
         console.print(f"wrote the top {len(chosen)} archs of {len(result.trials)} trials to {args.output}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -82,6 +82,10 @@ class Strategy(Component, ABC):
     modes: ClassVar[frozenset[str]] = frozenset()
     #: How its architecture parameters must be trained by the estimator; None: it has none.
     arch_parameters: ClassVar[ArchTraining | None] = None
+    #: Which trial is the search's result: ``best`` (the best score) or ``last`` (the last
+    #: completed trial: a differentiable search's arch from its final alphas, as the papers
+    #: return). Every trial stays in the store either way.
+    winner: ClassVar[Literal["best", "last"]] = "best"
 
     @property
     def history(self) -> History:

@@ -7,7 +7,11 @@ optimiser. Each :meth:`DifferentiableSupernetEstimator.update` is one search epo
 
 Data: as in DARTS, the training split is cut in two halves, the first for the weights and the
 second for the architecture (bilevel methods); ``ctx.data.valid`` is left for scoring derived
-archs. Single-level methods (SNAS) train both on the first half. A strategy may ask for another
+archs. Single-level methods (SNAS) train weights and alphas together on the whole training split,
+as SNAS' ``train_search.py`` (github.com/SNAS-Series/SNAS-Series) iterates one ``train_queue``
+over all of CIFAR-10's training images. GDAS is bilevel (its paper, and ``search_func`` in
+``exps/NAS-Bench-201-algos/GDAS.py`` of github.com/D-X-Y/AutoDL-Projects steps the weights on
+``base_inputs`` and the alphas on ``arch_inputs``). A strategy may ask for another
 share (FBNet: a fifth for the architecture) and for warm-up epochs without architecture steps
 (:class:`~nasforge.oneshot.bilevel.SearchPlan`); CDARTS adds an evaluation network
 (:class:`~nasforge.oneshot.bilevel.Cyclic`), saved with the supernet.
@@ -45,8 +49,8 @@ from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
 from nasforge.nn.counters import count_flops, count_params
 from nasforge.nn.mixed import MixedOp, Supernet
-from nasforge.oneshot.bilevel import Cyclic, SearchPlan, gradients, unrolled_gradient
-from nasforge.oneshot.trainer import as_tensors, recalibrate_bn
+from nasforge.oneshot.bilevel import Cyclic, SearchPlan, WeightRecipe, gradients, unrolled_gradient
+from nasforge.oneshot.trainer import affine_batch_norms, as_tensors, recalibrate_bn
 from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay, evaluate
 
 __all__ = ["DifferentiableSupernetEstimator", "DNAS_DIR", "ALPHAS_FILE"]
@@ -87,8 +91,17 @@ class DifferentiableSupernetEstimator(Estimator):
             None: the strategy's (:class:`~nasforge.oneshot.bilevel.SearchPlan`), else one half.
         lr, lr_min: the weights' cosine schedule.
         momentum, weight_decay, grad_clip: SGD settings and gradient-norm clip of the weights.
+        nesterov: Nesterov momentum for the weights. ``weight_decay`` and ``nesterov`` left unset
+            (null) take the strategy's method's settings
+            (:class:`~nasforge.oneshot.bilevel.WeightRecipe`; GDAS: Nesterov, 5e-4), else 3e-4
+            and plain momentum (DARTS).
         bn_batches: training minibatches re-estimating batch norm before scoring.
         eval_batches: validation minibatches to score on (0: the whole split).
+        bn_affine: learnable batch-norm scale and shift in the candidates, where the space's
+            ``supernet()`` takes ``affine`` (NB201); false, the default, as the search cells of
+            NAS-Bench-201 (``search_cells.py`` of D-X-Y/AutoDL-Projects) and DARTS
+            (``cnn/model_search.py`` of quark0/darts, ``OPS[primitive](C, stride, False)``), whose
+            DARTS-space search network here is always so.
     """
 
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
@@ -111,10 +124,12 @@ class DifferentiableSupernetEstimator(Estimator):
         lr: LearningRate = 0.025,
         lr_min: Annotated[float, Field(ge=0)] = 0.001,
         momentum: Momentum = 0.9,
-        weight_decay: WeightDecay = 3e-4,
+        weight_decay: WeightDecay | None = None,
         grad_clip: GradClip | None = 5.0,
+        nesterov: bool | None = None,
         bn_batches: NonNegativeInt = 10,
         eval_batches: NonNegativeInt = 0,
+        bn_affine: bool = False,
     ) -> None:
         require(space, Capability.SUPERNET, by="estimator 'dnas'")
         require_mode(space, "weighted", by="estimator 'dnas'")  # a user model's supernet may not mix
@@ -127,8 +142,10 @@ class DifferentiableSupernetEstimator(Estimator):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.grad_clip = grad_clip
+        self.nesterov = nesterov
         self.bn_batches = bn_batches
         self.eval_batches = eval_batches
+        self.bn_affine = bn_affine
         self.supernet: Supernet | None = None
         self.optimizer: torch.optim.SGD | None = None
         self.evaluator: Supernet | None = None  # CDARTS' evaluation network
@@ -160,6 +177,13 @@ class DifferentiableSupernetEstimator(Estimator):
             return self.arch_fraction
         return arch.arch_fraction if isinstance(arch, SearchPlan) else 0.5
 
+    def _sgd(self, arch: ArchParameters) -> tuple[float, bool]:
+        """``(weight_decay, nesterov)`` of the weights: the options, else the method's, else DARTS'."""
+        recipe = arch.weight_optimizer() if isinstance(arch, WeightRecipe) else {}
+        decay = self.weight_decay if self.weight_decay is not None else float(recipe.get("weight_decay", 3e-4))
+        nesterov = self.nesterov if self.nesterov is not None else bool(recipe.get("nesterov", False))
+        return decay, nesterov
+
     def _fingerprint(self, arch: ArchParameters) -> dict[str, Any]:
         return {
             "strategy": type(arch).__name__,
@@ -169,11 +193,13 @@ class DifferentiableSupernetEstimator(Estimator):
             "lr": self.lr,
             "lr_min": self.lr_min,
             "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
+            "weight_decay": self._sgd(arch)[0],
             "grad_clip": self.grad_clip,
+            **({"nesterov": True} if self._sgd(arch)[1] else {}),
             **({"partial_channels": arch.partial_channels} if arch.partial_channels != 1 else {}),
             **({"arch_fraction": self._fraction(arch)} if self._fraction(arch) != 0.5 else {}),
             **({"evaluation": arch.evaluation_options()} if isinstance(arch, Cyclic) else {}),
+            **({"bn_affine": True} if self.bn_affine else {}),
         }
 
     def _ensure(self, ctx: Context, arch: ArchParameters, *, stage: bool = False) -> Supernet:
@@ -191,8 +217,9 @@ class DifferentiableSupernetEstimator(Estimator):
         self._check_edges(supernet)
         self.supernet = supernet.to(ctx.device)
         self._options = options
+        decay, nesterov = self._sgd(arch)
         self.optimizer = torch.optim.SGD(
-            self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=decay, nesterov=nesterov
         )
         if first and isinstance(arch, Cyclic):
             with seeded(derive_seed(self._seed, "dnas-evaluator"), ctx.device):
@@ -201,7 +228,7 @@ class DifferentiableSupernetEstimator(Estimator):
                 self.evaluator.parameters(),
                 lr=arch.evaluation_lr,
                 momentum=self.momentum,
-                weight_decay=self.weight_decay,
+                weight_decay=decay,
             )
         if self._pending is not None:
             self._load(self._pending)
@@ -217,6 +244,10 @@ class DifferentiableSupernetEstimator(Estimator):
                 f"space {component_name('space', self.space)!r} builds no supernet with option(s) {', '.join(missing)}, which the "
                 "strategy needs (partial_channels: nb201, darts; layers: darts)"
             )
+        if "affine" in accepted:
+            options = {"affine": self.bn_affine, **options}
+        elif self.bn_affine:
+            raise ConfigError(f"estimator 'dnas': bn_affine: space {component_name('space', self.space)!r} has no affine option")
         try:
             return self.space.supernet(**options)  # type: ignore[attr-defined]
         except ValueError as exc:
@@ -251,6 +282,15 @@ class DifferentiableSupernetEstimator(Estimator):
             )
         return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
+    def _whole(self, ctx: Context) -> tuple[Tensor, Tensor]:
+        """The whole training split (single-level methods train weights and alphas on it)."""
+        if ctx.data is None:
+            raise ConfigError("estimator 'dnas' needs data; add a data section to the config")
+        images, labels = as_tensors(ctx.data.train, ctx.device)
+        if len(labels) < self.batch_size:
+            raise ConfigError(f"estimator 'dnas': {len(labels)} training samples are fewer than batch_size {self.batch_size}")
+        return images, labels
+
     # -- one search epoch ------------------------------------------------------------------------
 
     def _set(self, arch: ArchParameters, step: Literal["weights", "arch"]) -> None:
@@ -277,7 +317,11 @@ class DifferentiableSupernetEstimator(Estimator):
     def _train_epoch(self, arch: ArchParameters, ctx: Context) -> float:
         supernet, optimizer = self.supernet, self.optimizer
         assert supernet is not None and optimizer is not None and self._seed is not None
-        (wx, wy), (ax, ay) = self._halves(ctx, self._fraction(arch))
+        if arch.bilevel:
+            (wx, wy), (ax, ay) = self._halves(ctx, self._fraction(arch))
+        else:  # single level: one sample, one loss, on the whole training split
+            wx, wy = self._whole(ctx)
+            ax, ay = wx[:0], wy[:0]
         plan = arch if isinstance(arch, SearchPlan) else None
         lr = self.lr_at(*(plan.weight_schedule() if plan else (arch.epoch, arch.epochs)))
         for group in optimizer.param_groups:
@@ -390,7 +434,7 @@ class DifferentiableSupernetEstimator(Estimator):
                 lr,
                 momentum=self.momentum,
                 buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
-                weight_decay=self.weight_decay,
+                weight_decay=self._sgd(arch)[0],
             )
         else:
             grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)
@@ -465,7 +509,7 @@ class DifferentiableSupernetEstimator(Estimator):
             keep = min(len(vy), self.eval_batches * self.batch_size)
             valid = torch.utils.data.TensorDataset(vx[:keep], vy[:keep])
         val_acc, val_loss = evaluate(child, valid, batch_size=max(self.batch_size, 256), device=ctx.device)
-        child = child.cpu()
+        child = affine_batch_norms(child.cpu())  # parameters as the built network has them
         metrics = {
             "val_acc": val_acc,
             "val_loss": val_loss,

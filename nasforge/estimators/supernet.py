@@ -21,6 +21,17 @@ and then the controller on other samples; here one sample serves both, for ``ste
 minibatches (1 is closest to ENAS, larger values give each arch a fairer reward). See
 ``configs/oneshot_enas.yaml`` for a small-budget controller setting.
 
+Few-shot NAS (Zhao et al. 2021): with ``few_shot: {edges: [...], epochs: N}`` the one-shot
+supernet trained for ``epochs`` is split on the chosen edges into one sub-supernet per
+combination of their candidates, each inheriting the one-shot weights and training ``N`` more
+epochs under the same rule; every arch is scored on its own sub-supernet
+(:mod:`nasforge.oneshot.few_shot`). Any discrete strategy uses it unchanged.
+
+Batch norm: ``bn_affine: false`` (the default) builds the supernet with batch norms without
+learnable scale and shift where the space offers it (``supernet(affine=...)``: NB201), as SPOS'
+and NAS-Bench-201's search networks do; :func:`inherited_child` gives such children scale 1 and
+shift 0, so they still load into ``space.build(arch)``.
+
 Files: the supernet, its optimiser and the stream position live in ``RUN_DIR/supernet/``, in
 two alternating slots written atomically, so a run killed at any moment resumes exactly (the
 estimator's own ``state_dict`` holds a trial counter and a seed). :func:`inherited_child` reads
@@ -30,9 +41,10 @@ them back to give the child of an arch with its inherited weights, e.g. to fine-
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import NonNegativeInt, PositiveInt
@@ -51,8 +63,9 @@ from nasforge.core.trial import Result
 from nasforge.nn.counters import count_flops, count_params
 from nasforge.nn.mixed import Supernet
 from nasforge.oneshot.bilevel import gradients
+from nasforge.oneshot.few_shot import FewShot, FewShotTrainer, group_of, split_groups
 from nasforge.oneshot.rules import TrainingRule, get_rule
-from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer, as_tensors
+from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer, affine_batch_norms, as_tensors
 from nasforge.tasks.criteria import CriterionName, make_criterion
 from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay
 
@@ -100,11 +113,11 @@ class _Slots:
                 found.append((slot, state))
         return found
 
-    def write(self, key: tuple[int, int], trainer_state: dict[str, Any], seed: int) -> None:
+    def write(self, key: tuple[int, int], trainer_state: dict[str, Any], seed: int, **extra: Any) -> None:
         slot = 0 if self.current is None else 1 - self.current
         save_checkpoint(
             self.folder / _SLOTS[slot],
-            {"version": _VERSION, "fingerprint": self.fingerprint, "seed": seed, "key": list(key), **trainer_state},
+            {"version": _VERSION, "fingerprint": self.fingerprint, "seed": seed, "key": list(key), **extra, **trainer_state},
         )
         self.current, self.key = slot, key
 
@@ -115,14 +128,14 @@ class SupernetEstimator(Estimator):
 
     Options left unset (null) take the rule's default (:mod:`nasforge.oneshot.rules`):
 
-    ======== ====== ========== ===== ============ ========== ============
-    rule     epochs batch_size lr    weight_decay bn_batches eval_batches
-    ======== ====== ========== ===== ============ ========== ============
-    spos     10     64         0.05  4e-5         10         0 (all)
-    fairnas  2      64         0.05  4e-5         10         0 (all)
-    rsps     10     64         0.025 5e-4         0          10
-    enas     0      128        0.05  2.5e-4       2          1
-    ======== ====== ========== ===== ============ ========== ============
+    ======== ====== ========== ===== ============ ========== ============ ======== =========
+    rule     epochs batch_size lr    weight_decay bn_batches eval_batches nesterov grad_clip
+    ======== ====== ========== ===== ============ ========== ============ ======== =========
+    spos     10     64         0.05  4e-5         10         0 (all)      false    none
+    fairnas  2      64         0.05  4e-5         10         0 (all)      true     5
+    rsps     10     64         0.025 5e-4         10         10           true     5
+    enas     0      128        0.05  2.5e-4       2          1            true     5
+    ======== ====== ========== ===== ============ ========== ============ ======== =========
 
     Metrics: ``val_acc`` (percent) and ``val_loss`` of the path on the validation split (or
     ``eval_batches`` minibatches of it), ``params`` and ``flops`` of the exported child for one
@@ -135,9 +148,13 @@ class SupernetEstimator(Estimator):
         batch_size: samples per minibatch.
         lr: peak SGD learning rate (cosine to 0 over ``epochs``; constant for ENAS).
         momentum: SGD momentum.
-        nesterov: Nesterov momentum.
+        nesterov: Nesterov momentum (null: the rule's).
         weight_decay: SGD weight decay.
-        grad_clip: gradient-norm clipping; null for none.
+        grad_clip: gradient-norm clipping; null for none, ``rule`` for the rule's.
+        bn_affine: learnable batch-norm scale and shift in the supernet's candidates (spaces whose
+            ``supernet()`` takes ``affine``); false, the default, as SPOS' and NB201's code.
+        few_shot: ``{edges: [...], epochs: N}``: split the trained supernet on those edges into
+            sub-supernets trained ``N`` more epochs (few-shot NAS); null: one-shot.
         bn_batches: training minibatches recalibrating batch norm before each score; 0 keeps
             the statistics of training.
         eval_batches: validation minibatches per score; 0 for the whole validation split.
@@ -163,14 +180,16 @@ class SupernetEstimator(Estimator):
         batch_size: PositiveInt | None = None,
         lr: LearningRate | None = None,
         momentum: Momentum = 0.9,
-        nesterov: bool = True,
+        nesterov: bool | None = None,
         weight_decay: WeightDecay | None = None,
-        grad_clip: GradClip | None = 5.0,
+        grad_clip: GradClip | Literal["rule"] | None = "rule",
         bn_batches: NonNegativeInt | None = None,
         eval_batches: NonNegativeInt | None = None,
         steps_per_arch: PositiveInt = 10,
         criterion: CriterionName = "cross_entropy",
         criterion_options: dict[str, float] | None = None,
+        bn_affine: bool = False,
+        few_shot: FewShot | None = None,
         space: SearchSpace | None = None,
     ) -> None:
         self.rule: TrainingRule = get_rule(rule)
@@ -185,9 +204,9 @@ class SupernetEstimator(Estimator):
             batch_size=pick(batch_size, defaults.batch_size),
             lr=pick(lr, defaults.lr),
             momentum=momentum,
-            nesterov=nesterov,
+            nesterov=pick(nesterov, defaults.nesterov),
             weight_decay=pick(weight_decay, defaults.weight_decay),
-            grad_clip=grad_clip,
+            grad_clip=defaults.grad_clip if grad_clip == "rule" else grad_clip,
             bn_batches=pick(bn_batches, defaults.bn_batches),
             eval_batches=pick(eval_batches, defaults.eval_batches),
         )
@@ -198,8 +217,13 @@ class SupernetEstimator(Estimator):
             raise ValueError("criterion 'kd' needs a teacher network, which the supernet estimator does not have")
         self.criterion = (criterion, dict(criterion_options or {}))
         make_criterion(*self.criterion)  # options checked now, not at the first epoch
+        self.bn_affine = bn_affine
+        self.few_shot = few_shot
+        if few_shot is not None and self.rule.trains_asked_archs:
+            raise ValueError(f"few_shot splits a supernet trained before the search; rule {rule!r} trains it during the search")
         if space is not None:
             require_supernet(space)
+            self.supernet_options(space)
         self._updates = 0  # update() calls: the number of the trial being run, plus one
         self._seed: int | None = None
         self._trainer: SupernetTrainer | None = None
@@ -222,12 +246,28 @@ class SupernetEstimator(Estimator):
         add their own settings to it (``{**super().fingerprint(supernet), ...}``)."""
         shapes = repr([(name, tuple(t.shape)) for name, t in supernet.state_dict().items()])
         criterion = {"criterion": list(self.criterion)} if self.criterion != ("cross_entropy", {}) else {}
+        few_shot = {"few_shot": self.few_shot.model_dump(mode="json")} if self.few_shot is not None else {}
         return {
             "rule": self.rule_name,
             **self.settings.model_dump(),
             **criterion,
+            **few_shot,
             "shapes": hashlib.sha1(shapes.encode()).hexdigest(),
         }
+
+    def supernet_options(self, space: SearchSpace) -> dict[str, Any]:
+        """Keyword options of ``space.supernet()``: ``affine`` where the space takes it."""
+        accepted = inspect.signature(space.supernet).parameters  # type: ignore[attr-defined]
+        if "affine" in accepted:
+            return {"affine": self.bn_affine}
+        if self.bn_affine:
+            raise ConfigError("bn_affine: this space's supernet() has no affine option; its batch norms are its own")
+        return {}
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of supernet training before scoring: the one-shot ones plus the few-shot ones."""
+        return self.settings.epochs + (self.few_shot.epochs if self.few_shot is not None else 0)
 
     def _tensors(self, ctx: Context) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         data = ctx.data
@@ -242,8 +282,20 @@ class SupernetEstimator(Estimator):
 
     def make_trainer(self, supernet: Supernet, ctx: Context, *, seed: int) -> SupernetTrainer:
         """The trainer of the freshly built ``supernet``: a :class:`SupernetTrainer` under the
-        rule. Subclasses return their own trainer to change how the supernet trains (the ``ofa``
-        estimator's progressive shrinking); checkpoints, resumption and scoring stay this class's."""
+        rule (a :class:`~nasforge.oneshot.few_shot.FewShotTrainer` with ``few_shot``). Subclasses
+        return their own trainer to change how the supernet trains (the ``ofa`` estimator's
+        progressive shrinking); checkpoints, resumption and scoring stay this class's."""
+        if self.few_shot is not None:
+            return FewShotTrainer(
+                supernet,
+                ctx.space,
+                self.rule,
+                self.settings,
+                self.few_shot,
+                seed=seed,
+                device=ctx.device,
+                criterion=make_criterion(*self.criterion),
+            )
         return SupernetTrainer(
             supernet,
             ctx.space,
@@ -261,7 +313,7 @@ class SupernetEstimator(Estimator):
         if self._seed is None:
             self._seed = derive_seed(ctx.seed, "supernet")
         with seeded(derive_seed(self._seed, "init"), ctx.device):
-            supernet = ctx.space.supernet()  # type: ignore[attr-defined]
+            supernet = ctx.space.supernet(**self.supernet_options(ctx.space))  # type: ignore[attr-defined]
         trainer = self.make_trainer(supernet, ctx, seed=self._seed)
         if ctx.run_dir is not None:
             self._slots = _Slots(Path(ctx.run_dir) / SUPERNET_DIR, self.fingerprint(supernet))
@@ -298,21 +350,22 @@ class SupernetEstimator(Estimator):
     def _save(self, trainer: SupernetTrainer, last_trial: int) -> None:
         if self._slots is not None:
             assert self._seed is not None
-            self._slots.write((trainer.epochs_done, last_trial), trainer.state_dict(), self._seed)
+            options = self.supernet_options(trainer.space)
+            self._slots.write((trainer.epochs_done, last_trial), trainer.state_dict(), self._seed, supernet_options=options)
 
     def _ready(self, ctx: Context, before_trial: int | None) -> SupernetTrainer:
         """The trainer with phase 1 done: restored from the run directory, trained if need be."""
         trainer = self._ensure_trainer(ctx)
         self._restore(trainer, before_trial)
-        if trainer.epochs_done < self.settings.epochs:
+        if trainer.epochs_done < self.total_epochs:
             train, _ = self._tensors(ctx)
             started = time.perf_counter()
-            while trainer.epochs_done < self.settings.epochs:
+            while trainer.epochs_done < self.total_epochs:
                 with seeded(derive_seed(trainer.seed, "epoch", trainer.epochs_done), ctx.device):
                     loss = trainer.train_epoch(train)
                 self._save(trainer, -1)
                 ctx.log.info(
-                    "supernet (%s) epoch %d/%d: train loss %.4f", self.rule_name, trainer.epochs_done, self.settings.epochs, loss
+                    "supernet (%s) epoch %d/%d: train loss %.4f", self.rule_name, trainer.epochs_done, self.total_epochs, loss
                 )
             self._unbilled += time.perf_counter() - started
         return trainer
@@ -331,6 +384,8 @@ class SupernetEstimator(Estimator):
         trainer = self._ready(ctx, None)
         arch = ctx.arch_parameters
         if arch is not None and arch.epoch < arch.epochs:
+            if self.few_shot is not None:
+                raise ConfigError("few_shot scores archs on sub-supernets; a strategy with architecture parameters needs one supernet")
             if self.rule.trains_asked_archs:
                 raise ConfigError(
                     f"rule {self.rule_name!r} trains the asked archs; a strategy with architecture parameters "
@@ -392,7 +447,10 @@ class SupernetEstimator(Estimator):
         if self.rule.trains_asked_archs:
             self._save(trainer, trial if trial is not None else trainer.archs_trained)
             self._dirty = False
-        child = trainer.supernet.export(arch).cpu()
+        supernet = trainer.supernet_of(arch) if isinstance(trainer, FewShotTrainer) else trainer.supernet
+        child = affine_batch_norms(supernet.export(arch).cpu())  # the network space.build(arch) makes
+        if isinstance(trainer, FewShotTrainer):
+            extras["sub_supernet"] = trainer.group_of(arch)
         data = ctx.data
         metrics = {
             "val_acc": val_acc,
@@ -436,6 +494,10 @@ def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.M
     training from scratch. Its batch-norm statistics are those of the last training step (or
     scoring); train it, or recalibrate them, before evaluating it.
 
+    A supernet built with ``affine=False`` batch norms gives a child whose batch norms have scale
+    1 and shift 0 (the same function), so it loads into ``space.build(arch)`` all the same. After
+    a few-shot search the weights are those of the arch's sub-supernet.
+
     Raises:
         CheckpointError: ``run_dir`` holds no supernet checkpoint.
     """
@@ -443,10 +505,16 @@ def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.M
     folder = Path(run_dir) / SUPERNET_DIR
     states = [load_checkpoint(path) for path in supernet_checkpoints(run_dir)]
     latest = max(states, key=lambda state: tuple(state["key"]))
-    supernet = space.supernet()  # type: ignore[attr-defined]
+    arch = space.validate(arch)
+    # checkpoints written before bn_affine existed were affine
+    options = latest.get("supernet_options", {"affine": True} if "affine" in inspect.signature(space.supernet).parameters else {})  # type: ignore[attr-defined]
+    supernet = space.supernet(**options)  # type: ignore[attr-defined]
+    weights = latest["supernet"]
+    few_shot = (latest.get("fingerprint") or {}).get("few_shot")
+    if few_shot is not None and latest.get("few_shot") is not None:
+        weights = latest["few_shot"][group_of(split_groups(space, FewShot(**few_shot)), arch)]["supernet"]
     try:
-        supernet.load_state_dict(latest["supernet"])
+        supernet.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"the supernet in {folder} does not fit this space: {str(exc).splitlines()[0]}") from None
-    return supernet.export(space.validate(arch))
-
+    return affine_batch_norms(supernet.export(arch))

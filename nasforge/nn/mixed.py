@@ -70,9 +70,10 @@ class MixedOp(nn.Module):
         self.dropout = {self.values.index(v): float(p) for v, p in rates.items() if v in self.values and p > 0}
 
     def restrict(self, indices: Sequence[int]) -> None:
-        """Weighted mode: run only the candidates at ``indices`` (the others count as zero), even
-        where their weight carries a gradient: GDAS's sampled op, ProxylessNAS' two sampled paths.
-        Reset by the next :meth:`set_weights`."""
+        """Weighted mode: run only the candidates at ``indices``, even where the others' weight
+        carries a gradient: GDAS's sampled op, ProxylessNAS' two sampled paths. The weights of the
+        others are added to the output as they are (GDAS: zero-valued, with a gradient), so every
+        weight gets a gradient. Reset by the next :meth:`set_weights`."""
         if self.weights is None:
             raise RuntimeError(f"{self.name}: restrict() needs weights; call set_weights first")
         self.paths = frozenset(int(i) for i in indices)
@@ -96,6 +97,11 @@ class MixedOp(nn.Module):
         out: Tensor | None = None
         for i, (weight, op) in enumerate(zip(self.weights, self.ops, strict=True)):
             if self.paths is not None and i not in self.paths:
+                if weight.requires_grad:
+                    # GDAS' forward (search_cells.py ``forward_gdas`` of D-X-Y/AutoDL-Projects) adds
+                    # the weights of the ops it does not run: zero-valued, so the output is the
+                    # same, but every weight (and so every alpha) gets a gradient.
+                    out = weight if out is None else out + weight
                 continue
             zero = weight.item() == 0
             if weight.requires_grad or not zero:

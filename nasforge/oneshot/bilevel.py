@@ -17,6 +17,8 @@ estimator runs; it checks them with ``isinstance``, never by the strategy's name
 * :class:`SearchPlan`: which epochs take architecture steps (warm-up epochs train the weights
   only), where the weights' cosine schedule stands (P-DARTS restarts it per stage), and the share
   of the training split the architecture steps use (DARTS half, FBNet a fifth);
+* :class:`WeightRecipe`: the method's SGD settings for the supernet weights (GDAS on NB201:
+  Nesterov, weight decay 5e-4), used where the estimator's options leave them unset;
 * :class:`Cyclic`: CDARTS' evaluation network, a second supernet on the derived arch, trained
   jointly with the alphas through a distillation loss.
 """
@@ -31,7 +33,7 @@ from torch import Tensor
 
 from nasforge.core.arch import Arch
 
-__all__ = ["SearchPlan", "Cyclic", "gradients", "unrolled_gradient"]
+__all__ = ["SearchPlan", "WeightRecipe", "Cyclic", "gradients", "unrolled_gradient"]
 
 
 @runtime_checkable
@@ -54,6 +56,15 @@ class SearchPlan(Protocol):
 
     def weight_schedule(self) -> tuple[int, int]:
         """``(epoch, length)`` of the weights' cosine learning-rate schedule this epoch."""
+        ...
+
+
+@runtime_checkable
+class WeightRecipe(Protocol):
+    """A strategy whose method trains the supernet weights with its own SGD settings."""
+
+    def weight_optimizer(self) -> dict[str, Any]:
+        """``nesterov`` and/or ``weight_decay`` of the weights' SGD ({}: the estimator's defaults)."""
         ...
 
 

@@ -62,6 +62,8 @@ class RuleDefaults:
         weight_decay: L2 penalty of SGD.
         bn_batches: training minibatches that recalibrate batch norm before each estimate.
         eval_batches: validation minibatches each arch is scored on (None: the whole split).
+        nesterov: Nesterov momentum.
+        grad_clip: the gradient's global norm is clipped to this; None: no clipping.
     """
 
     epochs: int
@@ -70,6 +72,8 @@ class RuleDefaults:
     weight_decay: float
     bn_batches: int
     eval_batches: int | None
+    nesterov: bool = True
+    grad_clip: float | None = 5.0
 
 
 class TrainingRule(Component, ABC):
@@ -93,11 +97,18 @@ class UniformSinglePath(TrainingRule):
 
     Guo et al. trained on ImageNet with SGD (momentum 0.9, lr 0.5 decayed linearly, weight decay
     4e-5, batch 1024) and recalibrated batch norm on 20,000 training images before scoring each
-    arch. The defaults here are the CPU-sized equivalent: lr 0.05, cosine, batch 64.
+    arch. The defaults here are the CPU-sized equivalent: lr 0.05, cosine, batch 64; as the
+    official code (``src/Supernet/train.py`` of github.com/megvii-model/SinglePathOneShot:
+    ``torch.optim.SGD(get_parameters(model), lr, momentum=args.momentum,
+    weight_decay=args.weight_decay)``, and no clipping anywhere in its training step), plain
+    momentum without Nesterov and no gradient clipping. Its blocks (``src/Supernet/blocks.py``)
+    use batch norm with ``affine=False``, as does the supernet estimator's ``bn_affine`` default.
     """
 
     name = "spos"
-    defaults = RuleDefaults(epochs=10, batch_size=64, lr=0.05, weight_decay=4e-5, bn_batches=10, eval_batches=None)
+    defaults = RuleDefaults(
+        epochs=10, batch_size=64, lr=0.05, weight_decay=4e-5, bn_batches=10, eval_batches=None, nesterov=False, grad_clip=None
+    )
 
     def paths(self, space: SearchSpace, rng: np.random.Generator) -> list[Arch]:
         return [space.sample(rng)]
@@ -117,7 +128,8 @@ class StrictFairness(TrainingRule):
 
     One step costs ``m`` forward and backward passes, so an epoch costs ``m`` SPOS epochs; the
     default of 2 epochs trains as many paths as SPOS's default 10 (for NB201's 5 ops). The rest
-    of the recipe is SPOS's.
+    of the recipe is SPOS's, except that it keeps Nesterov momentum and clipping at 5 (not
+    checked against FairNAS' code).
     """
 
     name = "fairnas"
@@ -142,13 +154,20 @@ class RandomSearchSharing(UniformSinglePath):
 
     NAS-Bench-201 trained RSPS with SGD (lr 0.025 cosine, Nesterov momentum 0.9, weight decay
     5e-4, batch 64, gradient clipping at 5). Li & Talwalkar scored each of 1,000 sampled archs
-    on 10 validation minibatches with the batch-norm statistics left by training, then the
-    best 10 on the whole split; here every arch gets the 10 minibatches (the search strategy
-    decides which archs to look at), and ``bn_batches: 0`` keeps the training statistics.
+    on 10 validation minibatches, then the best 10 on the whole split; here every arch gets the
+    10 minibatches (the search strategy decides which archs to look at).
+
+    Batch norm: the running statistics left by training on random paths belong to no single
+    path, so scoring with them measures the mismatch more than the arch. NAS-Bench-201 makes BN
+    tracking a flag (``--track_running_stats`` of ``exps/NAS-Bench-201-algos/RANDOM-NAS.py``,
+    ``scripts-search/NAS-Bench-201-algos/RANDOM-NAS.sh``'s "BN-tracking-status" argument, in
+    github.com/D-X-Y/AutoDL-Projects; off, every minibatch is normalised by its own statistics at
+    evaluation). Here each arch's statistics are recalibrated on 10 training minibatches of its
+    path before scoring, by default; ``bn_batches: 0`` keeps training's statistics, as before.
     """
 
     name = "rsps"
-    defaults = RuleDefaults(epochs=10, batch_size=64, lr=0.025, weight_decay=5e-4, bn_batches=0, eval_batches=10)
+    defaults = RuleDefaults(epochs=10, batch_size=64, lr=0.025, weight_decay=5e-4, bn_batches=10, eval_batches=10)
 
 
 @register("rule", "enas")

@@ -36,7 +36,7 @@ from nasforge.oneshot.rules import TrainingRule
 from nasforge.tasks.criteria import Criterion, CrossEntropy
 from nasforge.tasks.training import SGDSettings
 
-__all__ = ["SupernetSettings", "SupernetTrainer", "as_tensors", "recalibrate_bn"]
+__all__ = ["SupernetSettings", "SupernetTrainer", "affine_batch_norms", "as_tensors", "recalibrate_bn"]
 
 
 class _SupernetLength(BaseModel):
@@ -106,6 +106,20 @@ def recalibrate_bn(model: nn.Module, batches: Iterator[Tensor]) -> None:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         model.train(was_training)
+
+
+def affine_batch_norms(model: nn.Module) -> nn.Module:
+    """``model`` (changed in place) with every batch norm without learnable scale and shift given
+    them, at scale 1 and shift 0: the same function, with the parameters (and ``state_dict``
+    keys) of an affine network. Children of ``affine=False`` supernets become the networks the
+    space builds, for counting their parameters and loading into ``space.build(arch)``."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and not module.affine:
+            like = module.running_mean if module.running_mean is not None else torch.zeros(module.num_features)
+            module.affine = True
+            module.weight = nn.Parameter(torch.ones_like(like))
+            module.bias = nn.Parameter(torch.zeros_like(like))
+    return model
 
 
 class SupernetTrainer:

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
@@ -71,14 +71,22 @@ class SearchResult:
     trials: list[Trial]
     objective: Objective
     stopped_because: str = ""
+    #: The strategy's :attr:`~nasforge.core.strategy.Strategy.winner`: ``last`` puts the last
+    #: feasible, completed trial first (a differentiable search's final arch).
+    winner: Literal["best", "last"] = "best"
 
     def best(self, k: int = 1) -> list[Trial]:
-        """The ``k`` best feasible, completed trials by the first objective value.
+        """The ``k`` best feasible, completed trials by the first objective value; with
+        ``winner == "last"`` the last of them comes first, then the rest by value.
 
         Ties keep the earlier trial first; for several objectives, see :meth:`pareto_front`.
         """
         ok = [t for t in self.trials if t.ok]
-        return sorted(ok, key=lambda t: (-t.values[0], t.number))[:k]
+        ranked = sorted(ok, key=lambda t: (-t.values[0], t.number))
+        if self.winner == "last" and ok:
+            last = max(ok, key=lambda t: t.number)
+            ranked = [last, *(t for t in ranked if t is not last)]
+        return ranked[:k]
 
     def pareto_front(self) -> list[Trial]:
         """Feasible, completed trials no other such trial dominates, best first objective first."""
@@ -136,7 +144,7 @@ class Runner:
         self.context = Context(
             space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log, arch_parameters=arch_parameters
         )
-        self.result = SearchResult(trials=[], objective=objective)
+        self.result = SearchResult(trials=[], objective=objective, winner=type(strategy).winner)
         self.history = TrialLog(key=space.effective)  # mirrors self.result.trials, plus the arch in flight
         self._elapsed_before = 0.0
 

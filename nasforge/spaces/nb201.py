@@ -153,7 +153,7 @@ class NB201Space(SearchSpace):
         ops = [str(arch[name]) for name in NB201_EDGES]
         return NB201Network(ops, self.C, self.N, self.in_channels, self.num_classes)
 
-    def supernet(self, partial_channels: int = 1) -> Supernet:
+    def supernet(self, partial_channels: int = 1, affine: bool = False) -> Supernet:
         """The weight-sharing network of every cell of this space (for one-shot estimators).
 
         It is :class:`NB201Network` with each edge of each cell a :class:`MixedOp` named
@@ -166,18 +166,26 @@ class NB201Space(SearchSpace):
         :class:`~nasforge.nn.partial.PartialChannelChoice` (PC-DARTS, Xu et al. 2020):
         candidates of ``C / K`` channels, the other channels bypassed; its exported children keep
         that structure, so they no longer load into :meth:`build`'s network.
+
+        ``affine=False`` (the default) gives the candidates' batch norms no learnable scale and
+        shift, as NAS-Bench-201's search cells (``SearchCell(..., affine=False, ...)`` in
+        ``lib/models/cell_searchs/search_cells.py``; every algorithm of
+        ``exps/NAS-Bench-201-algos/`` passes ``"affine": False``, github.com/D-X-Y/AutoDL-Projects).
+        Such children load into :meth:`build` after
+        :func:`~nasforge.estimators.supernet.inherited_child` gives them scale 1 and shift 0;
+        ``affine=True`` exports children whose ``state_dict`` loads as is.
         """
         network = NB201Network([self.ops[0]] * len(NB201_EDGES), self.C, self.N, self.in_channels, self.num_classes)
         for cell in network.cells:
             if isinstance(cell, NB201Cell):
-                cell.edges = nn.ModuleList(self._edge(name, cell.C, partial_channels) for name in NB201_EDGES)
+                cell.edges = nn.ModuleList(self._edge(name, cell.C, partial_channels, affine) for name in NB201_EDGES)
         return Supernet(network)
 
-    def _edge(self, name: str, C: int, k: int) -> MixedOp:
+    def _edge(self, name: str, C: int, k: int, affine: bool) -> MixedOp:
         if k == 1:
-            return MixedOp(name, {op: OPS[op](C, C, 1) for op in self.ops})
+            return MixedOp(name, {op: OPS[op](C, C, 1, affine=affine) for op in self.ops})
         width = partial_width(C, k)
-        return PartialChannelChoice(name, {op: OPS[op](width, width, 1) for op in self.ops}, k)
+        return PartialChannelChoice(name, {op: OPS[op](width, width, 1, affine=affine) for op in self.ops}, k)
 
     def parse(self, text: str) -> Arch:
         """Read NB201 notation (``|op~input|+|...|``) or the generic JSON form of an arch."""

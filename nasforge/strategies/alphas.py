@@ -26,7 +26,7 @@ paper's; a config overrides any of them, e.g. ``strategy: {type: darts, adam: {l
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -101,6 +101,10 @@ class DifferentiableStrategy(Strategy):
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
     modes: ClassVar[frozenset[str]] = frozenset({"weighted"})
     arch_parameters: ClassVar[ArchTraining | None] = "with-weights"
+    #: The result is the arch of the final alphas (the last trial), as every method's paper and
+    #: code return it (e.g. ``genotypes[total_epoch - 1]`` in NAS-Bench-201's ``GDAS.py``); the
+    #: per-epoch archs stay in the store.
+    winner: ClassVar[Literal["best", "last"]] = "last"
 
     epoch: int = 0
     bilevel: bool = True
@@ -192,6 +196,11 @@ class DifferentiableStrategy(Strategy):
     def paths(self) -> dict[str, list[int]] | None:
         """Candidates the last :meth:`weights` call needs run per edge (None: all with weight)."""
         return self._paths
+
+    def weight_optimizer(self) -> dict[str, Any]:
+        """SGD settings of the supernet weights this method's code uses (``nesterov``,
+        ``weight_decay``), where the ``dnas`` estimator's options leave them unset; none here."""
+        return {}
 
     def supernet_options(self) -> dict[str, Any]:
         return {"partial_channels": self.partial_channels} if self.partial_channels != 1 else {}

@@ -16,15 +16,21 @@ weight step of the search network on a training minibatch. The ``dnas`` estimato
 for any strategy with the :class:`~nasforge.oneshot.bilevel.Cyclic` capability.
 
 Faithful to NNI's ``CdartsTrainer``: the KL is averaged over batch and classes (its
-``KLDivLoss()``), the regularisation is the L1 norm of the alphas of pooling, skip and dilated
-ops, times ``regular_coeff`` decaying linearly to 0 over the first ``regular_ratio`` of the
-post-warm-up epochs. Simplifications: the networks share no stem or auxiliary heads, and the
+``KLDivLoss()``), the regularisation is ``regular_coeff`` (decaying linearly to 0 over the first
+``regular_ratio`` of the post-warm-up epochs) times an L1 term that depends on the space. On DARTS
+spaces it is the sum of |alpha| of pooling, skip and dilated ops (NNI's DARTS-space setting). On
+spaces without DARTS' derivation rule (NB201) it is the *mean* |alpha| of ``none``, as the
+official NB201 code does: ``CDARTSController.l1_loss`` in
+``CDARTS/benchmark201/models/cdarts_controller.py`` of github.com/microsoft/Cream
+(``torch.mean(torch.abs(self._arch_parameters[:, 0:1]))``, column 0 being ``none``), called from
+``core/search_function.py`` there. Pinning skip and pooling but leaving ``none`` free lets NB201
+cells cut the output off from the input; ``regular_ops``/``regular_reduce`` choose either. Simplifications: the networks share no stem or auxiliary heads, and the
 KL is on their final logits (NNI distils ensembles of auxiliary heads).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -45,8 +51,11 @@ class CDARTSAdam(Adam):
 
 CDARTS_ADAM = CDARTSAdam()
 
-#: Candidates whose alphas NNI's CDARTS regularises (pooling without BN, identity, dilated convs).
+#: Candidates whose alphas NNI's CDARTS regularises on DARTS spaces (pooling without BN, identity,
+#: dilated convs).
 REGULARISED = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "dil_conv_3x3", "dil_conv_5x5")
+#: What the official NB201 code of CDARTS regularises: ``none`` (column 0 of NB201's ops).
+REGULARISED_NB201 = ("none",)
 
 
 @register("strategy", "cdarts", tags=("differentiable",))
@@ -69,7 +78,9 @@ class CDARTS(DARTS):
         temperature: the distillation's softmax temperature ``T``.
         regular_coeff, regular_ratio: the regularisation's initial weight and the share of the
             joint epochs over which it decays to 0.
-        regular_ops: candidates whose alphas are regularised.
+        regular_ops: candidates whose alphas are regularised; None: by the space, pooling, skip and
+            dilated convs on DARTS spaces (summed), ``none`` elsewhere (NB201, averaged).
+        regular_reduce: ``sum`` or ``mean`` of their |alpha|; None: by the space, as ``regular_ops``.
         adam: the alphas' optimiser.
     """
 
@@ -83,7 +94,8 @@ class CDARTS(DARTS):
         temperature: PositiveFloat = 2.0,
         regular_coeff: NonNegativeFloat = 5.0,
         regular_ratio: Annotated[float, Field(gt=0, le=1)] = 0.2,
-        regular_ops: tuple[str, ...] = REGULARISED,
+        regular_ops: tuple[str, ...] | None = None,
+        regular_reduce: Literal["sum", "mean"] | None = None,
         adam: CDARTSAdam = CDARTS_ADAM,
     ) -> None:
         super().__init__(epochs, adam)
@@ -95,6 +107,16 @@ class CDARTS(DARTS):
         self.regular_coeff = regular_coeff
         self.regular_ratio = regular_ratio
         self.regular_ops = regular_ops
+        self.regular_reduce = regular_reduce
+
+    def regularised(self) -> tuple[tuple[str, ...], Literal["sum", "mean"]]:
+        """The candidates the L1 term covers and how it reduces them, the options or the space's
+        setting: DARTS spaces (with a derivation rule) NNI's, other spaces (NB201) the official
+        NB201 code's."""
+        darts_like = self._derive is not None
+        ops = self.regular_ops if self.regular_ops is not None else (REGULARISED if darts_like else REGULARISED_NB201)
+        reduce = self.regular_reduce if self.regular_reduce is not None else ("sum" if darts_like else "mean")
+        return ops, reduce
 
     def searching(self) -> bool:
         return self.epoch >= self.warmup
@@ -103,17 +125,23 @@ class CDARTS(DARTS):
         return {} if self.evaluation_layers is None else {"layers": self.evaluation_layers}
 
     def regularisation(self) -> Tensor:
-        """``coeff(epoch) * sum |alpha|`` over the candidates in ``regular_ops``."""
+        """``coeff(epoch)`` times the sum (DARTS) or mean (NB201) of |alpha| over the regularised
+        candidates of every edge (:meth:`regularised`)."""
         joint = max(1, self.epochs - self.warmup)
         coeff = max(self.regular_coeff * (1 - (self.epoch - self.warmup) / (joint * self.regular_ratio)), 0.0)
         total = torch.zeros(())
         if coeff == 0:
             return total
+        ops, reduce = self.regularised()
+        picked_alphas = []
         for name, alpha in self.alphas.items():
-            picked = [i for i, value in enumerate(self.edges[name].candidates) if value in self.regular_ops]
+            picked = [i for i, value in enumerate(self.edges[name].candidates) if value in ops]
             if picked:
-                total = total + alpha[picked].abs().sum()
-        return coeff * total
+                picked_alphas.append(alpha[picked].abs())
+        if not picked_alphas:
+            return total
+        values = torch.cat(picked_alphas)
+        return coeff * (values.mean() if reduce == "mean" else values.sum())
 
     def loss(self, task_loss: Tensor) -> Tensor:
         """The task loss plus the regularisation (for estimators without an evaluation network)."""

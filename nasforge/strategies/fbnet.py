@@ -97,7 +97,9 @@ class FBNet(SNAS):
         in_channels: PositiveInt = 3,
         input_size: tuple[PositiveInt, PositiveInt] = (224, 224),
     ) -> None:
-        super().__init__(epochs, tau0, decay, adam)
+        # SNAS' sampling, with FBNet's own schedule and optimiser: exponential decay, Adam, no clipping
+        super().__init__(epochs, tau0, optimizer="adam", arch_grad_clip=None, adam=adam)
+        self.decay = decay
         self.latency_table = latency_table
         self.latency_unit = latency_unit
         self.alpha, self.beta = alpha, beta
@@ -144,6 +146,10 @@ class FBNet(SNAS):
         if weights is None:
             weights = {name: torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
         return self.table().expected(weights).float()
+
+    @property
+    def tau(self) -> float:
+        return self.tau0 * self.decay**self.epoch
 
     def weights(self, step: StepKind) -> dict[str, Tensor]:
         out = super().weights(step)

@@ -1,11 +1,15 @@
 """GDAS (Dong & Yang, CVPR 2019), the strategy: one Gumbel-sampled op per edge, hard forward, soft backward.
 
-Followed: ``search_model_gdas.py`` of github.com/D-X-Y/AutoDL-Projects.
+Followed: ``lib/models/cell_searchs/search_model_gdas.py`` and ``search_cells.py``
+(``forward_gdas``) of github.com/D-X-Y/AutoDL-Projects, and its NAS-Bench-201 recipe
+(``exps/NAS-Bench-201-algos/GDAS.py``, ``configs/nas-benchmark/algos/GDAS.config``).
 """
 
 from __future__ import annotations
 
 import torch
+from typing import Any
+
 from pydantic import PositiveFloat, PositiveInt
 from torch import Tensor
 
@@ -23,6 +27,13 @@ class GDAS(GumbelStrategy):
     Gumbel-softmax of temperature ``tau``, annealed linearly from ``tau_max`` to ``tau_min`` over
     the epochs. Defaults as in the paper's code: 250 epochs, tau 10 -> 0.1, Adam lr 3e-4, betas
     (0.5, 0.999), weight decay 1e-3.
+
+    As ``forward_gdas``, the edge's output adds the (zero-valued) weights of the ops not sampled,
+    ``sum_i (w_i * op_i(x) if i == sampled else w_i)``, so each step's gradient reaches every
+    candidate's weight, not only the sampled one's (``unsampled_gradient: false``: only the
+    sampled one's). The supernet weights train as ``GDAS.config`` says (read by the ``dnas``
+    estimator through :meth:`weight_optimizer` where its options leave them unset): SGD with
+    Nesterov momentum 0.9 and weight decay 5e-4.
     """
 
     def __init__(
@@ -30,10 +41,16 @@ class GDAS(GumbelStrategy):
         epochs: PositiveInt = 250,
         tau_max: PositiveFloat = 10.0,
         tau_min: PositiveFloat = 0.1,
+        unsampled_gradient: bool = True,
         adam: Adam = DARTS_ADAM,
     ) -> None:
         super().__init__(epochs, adam)
         self.tau_max, self.tau_min = tau_max, tau_min
+        self.unsampled_gradient = unsampled_gradient
+
+    def weight_optimizer(self) -> dict[str, Any]:
+        """NAS-Bench-201's ``GDAS.config``: Nesterov momentum, weight decay 5e-4."""
+        return {"nesterov": True, "weight_decay": 5e-4}
 
     @property
     def tau(self) -> float:
@@ -48,6 +65,11 @@ class GDAS(GumbelStrategy):
             index = int(torch.argmax(probs))
             hard = torch.zeros_like(probs)
             hard[index] = 1.0
-            out[name] = hard - probs.detach() + probs if step == "arch" else hard
+            if step != "arch":
+                out[name] = hard
+            elif self.unsampled_gradient:
+                out[name] = hard - probs.detach() + probs
+            else:  # only the sampled weight carries a gradient
+                out[name] = hard.index_put((torch.tensor([index]),), (hard - probs.detach() + probs)[index : index + 1])
             self._paths[name] = [index]
         return out
