@@ -59,5 +59,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, markup=False)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted; a search can be continued with `nasforge search --resume RUN_DIR`")
+        err_console.print("interrupted")  # search and pipeline say how to resume their own run
         return 130

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from nasforge.cli.arguments import whole_number
-from nasforge.cli.console import console, fmt, log, progress_bar, setup_logging, trial_table
+from nasforge.cli.console import console, err_console, fmt, log, progress_bar, setup_logging, trial_table
 from nasforge.cli.train import load_run, train_and_report
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.trial import Trial
 from nasforge.runner.loop import STORE_FILE, SearchResult
+from nasforge.runner.rundir import RunLock, require_writable
 
 __all__ = ["add_commands", "cmd_search", "cmd_pipeline", "cmd_derive", "cmd_plot"]
 
@@ -41,17 +43,56 @@ def cmd_search(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"run_dir": args.run_dir})
     run_dir = Path(args.resume) if args.resume else config.resolved_run_dir()
     if not args.resume and (run_dir / STORE_FILE).exists():
-        raise CheckpointError(
-            f"run directory {run_dir} already holds a search; resume it with `nasforge search --resume {run_dir}`, "
-            "or set another run_dir (--run-dir DIR)"
-        )
+        _refuse_existing(run_dir)
+    if args.resume:
+        require_writable(run_dir, "resume")
     before = None if args.resume else (set(run_dir.iterdir()) if run_dir.is_dir() else None)
     try:
-        return _search(args, config, config_path, run_dir)
-    except Exception:
-        if not args.resume:
-            _discard_unstarted(run_dir, before)
-        raise
+        return _locked_search(args, config, config_path, run_dir, before)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; continue the search with `nasforge search --resume {run_dir}`")
+        return 130
+
+
+def _locked_search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: Path, before: set[Path] | None) -> int:
+    with RunLock(run_dir):  # the only writer of run_dir until the command ends (a second one exits 2)
+        store = run_dir / STORE_FILE
+        if not args.resume and store.is_file() and store.stat().st_size > 0:  # one that ended since the check above
+            _refuse_existing(run_dir)
+        if args.resume and _already_finished(run_dir, config):
+            return 0
+        try:
+            return _search(args, config, config_path, run_dir)
+        except Exception:
+            if not args.resume:
+                _discard_unstarted(run_dir, before)
+            raise
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    raise CheckpointError(
+        f"run directory {run_dir} already holds a search; resume it with `nasforge search --resume {run_dir}`, "
+        "or set another run_dir (--run-dir DIR)"
+    )
+
+
+def _already_finished(run_dir: Path, config: Any) -> bool:
+    """Say so and return True when the resumed run has nothing left to do: its search stopped
+    under this budget and its winner was trained (or there is no training to do)."""
+    from nasforge.runner.experiment import config_fingerprint, finished_search
+    from nasforge.runner.loop import check_resumable
+
+    check_resumable(run_dir, config.seed, config_fingerprint(config))  # its own run, and a readable checkpoint
+    done = finished_search(run_dir, config)
+    if done is None or (config.train is not None and config.data is not None and done["final"] is None):
+        return False
+    model = f"; its trained model is in {done['final']}" if done["final"] else ""
+    console.print(
+        f"run {run_dir} is finished: the search stopped ({done['reason']}) after {done['trials']} trials{model}. "
+        "Nothing to do; resuming never retrains or overwrites a finished run (to search on, raise the budget: "
+        f"nasforge search --resume {run_dir} --set budget.trials=N)"
+    )
+    return True
 
 
 def _discard_unstarted(run_dir: Path, before: set[Path] | None) -> None:
@@ -82,7 +123,8 @@ def _discard_unstarted(run_dir: Path, before: set[Path] | None) -> None:
 
 
 def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: Path) -> int:
-    from nasforge.runner.experiment import build_experiment, save_run_config, write_topk
+    from nasforge.runner.experiment import build_experiment, record_final, save_run_config, write_topk
+    from nasforge.runner.final import free_model_folder
 
     setup_logging(run_dir, args.verbose)
     console.print(f"[bold]nasforge search[/bold] {config_path}  ->  run directory [cyan]{run_dir}[/cyan]")
@@ -98,7 +140,7 @@ def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: P
         f"estimator: {config.estimator.type}  objective: {', '.join(experiment.objective.names)}  "
         f"budget: {config.budget.trials or '∞'} trials / {config.budget.seconds or '∞'} s"
     )
-    save_run_config(run_dir, config)
+    save_run_config(run_dir, config)  # on resume, after _already_finished checked it is this run's config
     objective_name = experiment.objective.names[0]
     with progress_bar("search", disable=args.quiet or not console.is_terminal and not args.progress) as bar:
         task = bar.add_task("", total=config.budget.trials)
@@ -129,7 +171,11 @@ def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: P
     shown = ", ".join(f"{k}={fmt(v)}" for k, v in best.metrics.items())
     console.print(f"its search metrics: {shown}")
     if config.train is not None and data is not None:
-        train_and_report(experiment, best, run_dir / "final", args.quiet)
+        out = free_model_folder(run_dir / "final")
+        if out.name != "final":
+            console.print(f"{run_dir / 'final'} holds the model of an earlier stage of this run and is kept; this one goes to {out}")
+        train_and_report(experiment, best, out, args.quiet)
+        record_final(run_dir, out, len(result.trials))
     return 0
 
 
@@ -151,7 +197,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         status = "failed" if not trial.values else f"{fmt(trial.values[0])}"
         log.info("step %s trial %d: %s", step, trial.number, status)
 
-    outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=console.print, on_trial=on_trial)
+    try:
+        outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=console.print, on_trial=on_trial)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; continue the pipeline with `nasforge pipeline --resume {run_dir}`")
+        return 130
     for step, values in outputs.items():
         shown = {k: v for k, v in values.items() if k in ("best", "value", "hparams", "test_acc") and v != {}}
         console.print(f"  {step}: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in shown.items()))
@@ -178,13 +228,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from nasforge.runner.experiment import load_trials
 
     run_dir = Path(args.run_dir)
-    output = plot_alphas(run_dir, args.output or run_dir / "alphas.png")
+    # a read-only run is plotted into the working directory instead of beside its files
+    writable = os.access(run_dir, os.W_OK)
+
+    def image(name: str) -> Path:
+        return run_dir / name if writable else Path(f"{run_dir.resolve().name}-{name}")
+
+    output = plot_alphas(run_dir, args.output or image("alphas.png"))
     console.print(f"wrote the alphas heatmap to {output}")
     trials = load_trials(run_dir) if (run_dir / STORE_FILE).is_file() else []
     if trials:
         last = max(trials, key=lambda t: t.number)
         console.print(f"derived after trial {last.number}:\n{cell_text(last.arch)}")
-        drawn = draw_cell(last.arch, run_dir / "cell.png")
+        drawn = draw_cell(last.arch, image("cell.png"))
         console.print(f"drew the cell: {', '.join(str(path) for path in drawn)}")
     return 0
 
@@ -216,5 +272,5 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("plot", help="draw a differentiable search's alphas and print its derived cell")
     p.add_argument("run_dir")
-    p.add_argument("-o", "--output", help="image file to write (default: RUN_DIR/alphas.png)")
+    p.add_argument("-o", "--output", help="image file to write (default: RUN_DIR/alphas.png; for a read-only run, NAME-alphas.png here)")
     p.set_defaults(func=cmd_plot)

@@ -4,6 +4,7 @@ or estimated."""
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def load_run(run_dir: Path) -> tuple[Any, Path]:
 
 
 def train_and_report(
-    experiment: Any, trial: Trial, out_dir: Path, quiet: bool, init_from: Path | None = None
+    experiment: Any, trial: Trial, out_dir: Path, quiet: bool, init_from: Path | None = None, force: bool = False
 ) -> dict[str, float]:
     """The runner's final training of ``trial``'s arch (:func:`nasforge.runner.final.train_arch`),
     with a progress bar and its results printed."""
@@ -44,7 +45,7 @@ def train_and_report(
         metrics = train_arch(
             experiment.space, config.space, experiment.data, config.data, trial.arch, config.train,
             seed=config.seed, out_dir=out_dir, device=experiment.device, estimator=experiment.estimator,
-            init_from=init_from, progress=progress, report=console.print,
+            init_from=init_from, progress=progress, report=console.print, force=force,
         )
     console.print(
         f"[bold green]test accuracy {metrics['test_acc']:.2f}%[/bold green] "
@@ -62,6 +63,8 @@ def train_and_report(
 def cmd_train(args: argparse.Namespace) -> int:
     from nasforge.runner.config import load_config
     from nasforge.runner.experiment import TOPK_FILE, arch_from_text, build_experiment
+    from nasforge.runner.final import check_model_folder, free_model_folder
+    from nasforge.runner.rundir import RunLock
 
     if args.run and args.config:
         raise ConfigError(
@@ -95,9 +98,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch = arch_from_text(experiment.space, arch_text, args.index)
     default_folder = "final" if init_from is None else "final-inherited"  # never over the search's own final model
     out = Path(args.out) if args.out else (run_dir / default_folder if run_dir else Path("runs") / f"{config.name}-train")
-    console.print(f"training {experiment.space.format(arch)}")
-    trial = Trial(number=-1, arch=arch, seed=config.seed)
-    train_and_report(experiment, trial, out, args.quiet, init_from)
+    inside_run = run_dir is not None and out.resolve().is_relative_to(run_dir.resolve())
+    with RunLock(run_dir) if inside_run and run_dir is not None else nullcontext():  # the run's only writer meanwhile
+        if not args.out and not args.force:  # a model folder is never replaced: the next free name
+            free = free_model_folder(out)
+            if free != out:
+                console.print(f"{out} already holds a trained model and is kept; this one goes to {free} (--force replaces it)")
+            out = free
+        check_model_folder(out, args.force)  # an explicit --out that exists needs --force
+        console.print(f"training {experiment.space.format(arch)}")
+        trial = Trial(number=-1, arch=arch, seed=config.seed)
+        train_and_report(experiment, trial, out, args.quiet, init_from, force=args.force)
     return 0
 
 
@@ -176,7 +187,12 @@ def add_commands(sub: Any) -> None:
         help="fine-tune from the weights the arch inherits from this one-shot run's supernet "
         "(also the default --run, and its best arch the default --arch)",
     )
-    p.add_argument("--out", help="model folder to write (default: RUN_DIR/final, RUN_DIR/final-inherited with --init-from)")
+    p.add_argument(
+        "--out",
+        help="model folder to write (default: RUN_DIR/final, RUN_DIR/final-inherited with --init-from; "
+        "when taken, the next free name: final-2, final-3, ...). An existing --out is an error without --force",
+    )
+    p.add_argument("--force", action="store_true", help="replace the model folder if it exists (it is swapped whole)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import tempfile
+from collections.abc import Mapping
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 
 from nasforge.core.errors import CheckpointError
 
-__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint"]
+__all__ = ["atomic_write_bytes", "atomic_write_folder", "folder_in_use", "save_checkpoint", "load_checkpoint"]
 
 
 def _current_umask() -> int:
@@ -31,7 +33,9 @@ def _current_umask() -> int:
 
 #: The mode ``open()`` gives a new file, which the temporary file (0600 from mkstemp) gets too.
 #: Read once at import: changing the umask is not thread-safe.
-_NEW_FILE_MODE = 0o666 & ~_current_umask()
+_UMASK = _current_umask()
+_NEW_FILE_MODE = 0o666 & ~_UMASK
+_NEW_DIR_MODE = 0o777 & ~_UMASK
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -61,6 +65,60 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def folder_in_use(path: str | Path) -> bool:
+    """Whether ``path`` exists and is not an empty folder (what :func:`atomic_write_folder` will
+    not replace unless asked)."""
+    path = Path(path)
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def atomic_write_folder(path: str | Path, files: Mapping[str, bytes], *, replace: bool = False) -> None:
+    """Write a folder of ``files`` (name -> bytes) whole: into a temporary folder
+    ``.NAME.*.tmp`` beside it, fsynced, then renamed to ``path``, so a crash at any moment leaves
+    no folder or the whole one, never a mix of old and new files.
+
+    Raises:
+        FileExistsError: ``path`` holds something (see :func:`folder_in_use`) and ``replace`` is
+            False. With ``replace`` the old folder is moved aside, the new one renamed in, and
+            the old one deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder_in_use(path) and not replace:
+        raise FileExistsError(f"{path} already exists")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, _NEW_DIR_MODE)  # mkdtemp's is 0700
+        for name, data in files.items():
+            with open(tmp / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+        if folder_in_use(path):
+            if not replace:
+                raise FileExistsError(f"{path} already exists")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+            os.replace(path, old)  # onto the empty folder just made
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)  # onto nothing, or onto an empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

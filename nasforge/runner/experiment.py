@@ -26,6 +26,7 @@ from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
 from nasforge.runner.config import SECTION_KINDS, ExperimentConfig, absolute_paths, dump_config
 from nasforge.runner.loop import STORE_FILE, Runner, SearchResult
+from nasforge.runner.rundir import fingerprint
 from nasforge.runner.store import TrialStore
 
 __all__ = [
@@ -36,6 +37,9 @@ __all__ = [
     "topk_text",
     "write_topk",
     "load_trials",
+    "config_fingerprint",
+    "finished_search",
+    "record_final",
     "CONFIG_FILE",
     "TOPK_FILE",
 ]
@@ -82,7 +86,20 @@ class Experiment:
             device=self.device,
             checkpoint_seconds=self.config.checkpoint_seconds,
             on_trial=on_trial,
+            fingerprint=config_fingerprint(self.config),
         )
+
+
+def config_fingerprint(config: ExperimentConfig) -> dict[str, str]:
+    """A hash of each section that decides a search's trials (data, space, strategy, estimator,
+    objective), with the files they name made absolute as the saved config holds them. A resumed
+    run must match the hashes its store and checkpoint recorded; budget, device, threads, top_k
+    and train may change between runs."""
+    sections: dict[str, Any] = {}
+    for name in SECTION_KINDS:
+        spec = getattr(config, name)
+        sections[name] = None if spec is None else absolute_paths({"type": spec.type, **spec.options})
+    return fingerprint(sections)
 
 
 def build_experiment(config: ExperimentConfig, source: str = "config", *, with_strategy: bool = True) -> Experiment:
@@ -161,11 +178,38 @@ def load_trials(run_dir: Path) -> list[Trial]:
     path = Path(run_dir) / STORE_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} holds no trials yet ({STORE_FILE} is missing)")
-    store = TrialStore(path)
+    store = TrialStore(path, readonly=True)  # reading never writes, so read-only runs are readable
     try:
         return store.trials()
     finally:
         store.close()
+
+
+def record_final(run_dir: Path, folder: Path, trials: int) -> None:
+    """Note in the run's store that its winner after ``trials`` trials was trained into ``folder``
+    (what :func:`finished_search` reads back, so a resumed finished run does not train again)."""
+    store = TrialStore(Path(run_dir) / STORE_FILE)
+    try:
+        store.set_meta("final", {"dir": str(folder), "trials": trials})
+    finally:
+        store.close()
+
+
+def finished_search(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
+    """How the search in ``run_dir`` stopped (``reason``, ``trials``, and ``final``: the model
+    folder its winner was trained into, if any), when it stopped under ``config``'s budget with
+    every trial of its store; None while it can go on (or never stopped)."""
+    path = Path(run_dir) / STORE_FILE
+    if not path.is_file():
+        return None
+    store = TrialStore(path, readonly=True)
+    try:
+        stopped, final, n = store.get_meta("stopped"), store.get_meta("final"), len(store)
+    finally:
+        store.close()
+    if not stopped or stopped.get("trials") != n or stopped.get("budget") != config.budget.model_dump():
+        return None
+    return {**stopped, "final": final["dir"] if final and final.get("trials") == n else None}
 
 
 def save_run_config(run_dir: Path, config: ExperimentConfig) -> None:

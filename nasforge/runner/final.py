@@ -7,6 +7,9 @@ Training starts from fresh weights, or (``init_from``) from the weights the arch
 the supernet a one-shot search left in its run directory: fine-tuning instead of training from
 scratch. The folder then records that run in ``metrics.json`` (``inherited_from``) and
 ``model.yaml`` (``init_from``).
+
+A model folder is written whole (a temporary folder renamed into place) and a folder that holds
+one is never replaced unless asked (``force``): :func:`free_model_folder` picks a new name.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from nasforge.hardware.latency import LatencyModel
 
 from nasforge.core.arch import Arch
-from nasforge.core.atomic import atomic_write_bytes
+from nasforge.core.atomic import atomic_write_folder, folder_in_use
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.registry import ComponentSpec
 from nasforge.core.seeding import derive_seed
@@ -42,6 +45,8 @@ from nasforge.tasks.training import TrainSettings, evaluate_model, train_model
 
 __all__ = [
     "final_settings",
+    "free_model_folder",
+    "check_model_folder",
     "initial_model",
     "train_arch",
     "train_final",
@@ -49,6 +54,26 @@ __all__ = [
 
 log = logging.getLogger("nasforge")
 
+
+def free_model_folder(path: str | Path) -> Path:
+    """``path`` if nothing is there yet, else the first free ``path-2``, ``path-3``, ..."""
+    path = Path(path)
+    number = 2
+    candidate = path
+    while folder_in_use(candidate):
+        candidate = path.with_name(f"{path.name}-{number}")
+        number += 1
+    return candidate
+
+
+def check_model_folder(out: str | Path, force: bool = False) -> None:
+    """Raise a :class:`CheckpointError` when ``out`` already holds something and ``force`` is off
+    (called before training, so no time is spent on a model that could not be saved)."""
+    if folder_in_use(out) and not force:
+        raise CheckpointError(
+            f"{out} already exists; a trained model is never replaced. Write elsewhere (--out DIR), "
+            "or replace it on purpose with --force (force=True in Python)"
+        )
 
 
 def _spec_dict(spec: ComponentSpec) -> dict[str, Any]:
@@ -109,8 +134,12 @@ def train_final(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     init_from: str | Path | None = None,
     latency: LatencyModel | None = None,
+    force: bool = False,
 ) -> dict[str, float]:
     """Train ``arch`` on the whole training set (train + valid), test it once, save the folder.
+
+    The folder ``out_dir`` is written whole once training ends; if it already holds something,
+    a :class:`CheckpointError` is raised before training unless ``force`` (then it is replaced).
 
     ``init_from``: a one-shot run directory whose supernet gives the initial weights (see
     :func:`initial_model`); None trains from scratch.
@@ -121,6 +150,7 @@ def train_final(
     Returns the metrics (``test_acc``, ``test_loss``, ``params``, ``flops``, ``train_seconds``;
     ``test_metric`` with the settings' ``metric``).
     """
+    check_model_folder(out_dir, force)
     model = initial_model(space, arch, seed=seed, init_from=init_from)
     input_shape = (1, data.in_channels, *data.input_size)  # batch of one, as exported models see it
     report = train_model(
@@ -160,9 +190,16 @@ def train_final(
         description["init_from"] = recorded["inherited_from"] = str(Path(init_from).resolve())
     buffer = io.BytesIO()
     torch.save(model.cpu().state_dict(), buffer)
-    atomic_write_bytes(out / WEIGHTS_FILE, buffer.getvalue())
-    atomic_write_bytes(out / METRICS_FILE, json.dumps(recorded, indent=2).encode())
-    atomic_write_bytes(out / MODEL_FILE, yaml.safe_dump(description, sort_keys=False).encode())
+    files = {
+        WEIGHTS_FILE: buffer.getvalue(),
+        METRICS_FILE: json.dumps(recorded, indent=2).encode(),
+        MODEL_FILE: yaml.safe_dump(description, sort_keys=False).encode(),
+    }
+    try:
+        atomic_write_folder(out, files, replace=force)  # whole: weights never apart from their arch
+    except FileExistsError:
+        check_model_folder(out, force)  # written meanwhile by another process
+        raise
     return metrics
 
 
@@ -198,10 +235,12 @@ def train_arch(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     report: Callable[[str], None] | None = None,
     where: str = "",
+    force: bool = False,
 ) -> dict[str, float]:
     """The final training step of ``nasforge search``/``train`` and of a pipeline's ``train`` step:
     :func:`final_settings`, then :func:`train_final`, timing the model against the latency model
     of the space (or of ``estimator``) when there is one. ``report`` is told what is about to run."""
+    check_model_folder(out_dir, force)
     settings = final_settings(train, arch, hparams, where=where)
     if report is not None:
         start = "from scratch" if init_from is None else f"from the weights of the supernet in {init_from}"
@@ -211,5 +250,5 @@ def train_arch(
         )
     return train_final(
         space, space_spec, data, data_spec, arch, settings, seed=seed, out_dir=out_dir, device=device,
-        progress=progress, init_from=init_from, latency=find_latency_model(space, estimator),
+        progress=progress, init_from=init_from, latency=find_latency_model(space, estimator), force=force,
     )

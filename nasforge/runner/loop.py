@@ -38,9 +38,10 @@ from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Result, Trial, TrialStatus
 from nasforge.objectives.pareto import non_dominated
 from nasforge.runner.checkpoint import load_checkpoint, save_checkpoint
+from nasforge.runner.rundir import RunLock, clean_leftovers, fingerprint_mismatch
 from nasforge.runner.store import TrialStore
 
-__all__ = ["Budget", "SearchResult", "Runner", "run_search", "CHECKPOINT_FILE", "STORE_FILE"]
+__all__ = ["Budget", "SearchResult", "Runner", "run_search", "check_resumable", "CHECKPOINT_FILE", "STORE_FILE"]
 
 log = logging.getLogger("nasforge")
 
@@ -108,6 +109,10 @@ class Runner:
         checkpoint_seconds: least wall time between two checkpoints (one is always written at
             the end); trials in between are replayed from the store on resume.
         on_trial: called after every trial (progress bars, live logs).
+        fingerprint: a hash per config section (:func:`~nasforge.runner.rundir.fingerprint`),
+            recorded in the store and every checkpoint; a resume whose sections differ is refused.
+
+    With a ``run_dir``, :meth:`run` holds the directory's :class:`~nasforge.runner.rundir.RunLock`.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class Runner:
         device: str = "cpu",
         checkpoint_seconds: float = 30.0,
         on_trial: Callable[[Trial, SearchResult], None] | None = None,
+        fingerprint: dict[str, str] | None = None,
     ) -> None:
         self.space = space
         self.strategy = strategy
@@ -133,6 +139,7 @@ class Runner:
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_seconds = checkpoint_seconds
+        self.fingerprint = dict(fingerprint) if fingerprint else None
         self.on_trial = on_trial or (lambda trial, result: None)
         check_reported_metrics(estimator, objective)  # before a run directory or store exists
         if self.run_dir is not None:
@@ -163,6 +170,7 @@ class Runner:
             {
                 "version": _CHECKPOINT_VERSION,
                 "seed": self.seed,
+                "config": self.fingerprint,
                 "n_trials": len(self.result.trials),
                 "elapsed": elapsed,
                 "strategy": self.strategy.state_dict(),
@@ -170,16 +178,18 @@ class Runner:
             },
         )
 
+    def _check_same_run(self, where: str, seed: Any, recorded: dict[str, str] | None) -> None:
+        _check_same_run(self.run_dir, where, seed, recorded, self.seed, self.fingerprint)
+
     def _restore(self) -> None:
         """Restore from the run directory: checkpoint first, then replay the later trials."""
         stored = self.store.trials()
-        stored_seed = self.store.get_meta("seed")
-        if stored_seed is not None and stored_seed != self.seed:
-            raise CheckpointError(f"run was started with seed {stored_seed}, not {self.seed}; resume it with its own config")
+        self._check_same_run(STORE_FILE, self.store.get_meta("seed"), self.store.get_meta("config"))
         start = 0
         path = self.checkpoint_path
         if path is not None and path.exists():
             state = load_checkpoint(path)
+            self._check_same_run(CHECKPOINT_FILE, state.get("seed"), state.get("config"))
             if state["n_trials"] > len(stored):
                 raise CheckpointError(
                     f"checkpoint {path} covers {state['n_trials']} trials but the store holds only {len(stored)}"
@@ -255,8 +265,17 @@ class Runner:
     def run(self, *, resume: bool = False) -> SearchResult:
         """Run the search until the budget is spent or the strategy has nothing left to ask.
 
-        With ``resume=True`` the run directory's store and checkpoint are restored first.
+        With ``resume=True`` the run directory's store and checkpoint are restored first (and the
+        temporary files a killed run left are removed). The run directory's lock is held throughout.
         """
+        if self.run_dir is None:
+            return self._run(resume)
+        with RunLock(self.run_dir):
+            if resume:
+                clean_leftovers(self.run_dir)
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> SearchResult:
         self.history = TrialLog(key=self.space.effective)
         self.strategy.history = self.history
         self.strategy.setup(self.space, self.objective, seed=derive_seed(self.seed, "strategy"))
@@ -268,6 +287,8 @@ class Runner:
                 "resume it (nasforge search --resume DIR) or choose another run_dir"
             )
         self.store.set_meta("seed", self.seed)
+        if self.fingerprint:
+            self.store.set_meta("config", self.fingerprint)
         size = self.space.size()
         if self.budget.trials is not None and self.budget.trials > size:
             log.warning(
@@ -302,8 +323,48 @@ class Runner:
             reason = self._stop_reason(started)
         self._checkpoint(self._elapsed_before + time.monotonic() - started)
         self.result.stopped_because = reason
+        self.store.set_meta(
+            "stopped", {"reason": reason, "trials": len(self.result.trials), "budget": self.budget.model_dump()}
+        )
         log.info("search stopped: %s after %d trials", reason, len(self.result.trials))
         return self.result
+
+
+def _check_same_run(
+    run_dir: Path | None, where: str, seed: Any, recorded: dict[str, str] | None, own_seed: int, own: dict[str, str] | None
+) -> None:
+    """Refuse to resume when ``where`` (the store, the checkpoint) was written with another seed
+    or config than this run's: its trials and this run's would mix."""
+    if seed is not None and seed != own_seed:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: {where} was written with seed {seed}, not {own_seed}; "
+            "resume it with its own config (nasforge search --resume DIR), or start a new run"
+        )
+    changed = fingerprint_mismatch(recorded, own)
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the {', '.join(changed)} section(s) of the config differ from those "
+            f"{where} was written with; resume it with its own config, or start a new run"
+        )
+
+
+def check_resumable(run_dir: str | Path, seed: int, fingerprint: dict[str, str] | None) -> None:
+    """What :meth:`Runner.run` checks before resuming, without changing anything: the seed and
+    config hashes that ``run_dir``'s store and checkpoint recorded match ``seed`` and ``fingerprint``.
+
+    Raises:
+        CheckpointError: they differ (or the checkpoint is corrupt).
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / STORE_FILE).is_file():
+        store = TrialStore(run_dir / STORE_FILE, readonly=True)
+        try:
+            _check_same_run(run_dir, STORE_FILE, store.get_meta("seed"), store.get_meta("config"), seed, fingerprint)
+        finally:
+            store.close()
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        _check_same_run(run_dir, CHECKPOINT_FILE, state.get("seed"), state.get("config"), seed, fingerprint)
 
 
 def run_search(

@@ -77,7 +77,9 @@ from nasforge.runner.experiment import (
 )
 from nasforge.runner.final import train_arch
 from nasforge.runner.loop import STORE_FILE, SearchResult
+from nasforge.runner.rundir import RunLock, clean_leftovers, require_writable
 from nasforge.spaces.hparams import hparams_of
+from nasforge.tasks.model_folder import METRICS_FILE, MODEL_FILE
 from nasforge.tasks.training import TrainSettings
 
 __all__ = [
@@ -209,6 +211,10 @@ def _run_train(name: str, step: TrainStep, step_dir: Path, on_trial: OnTrial | N
     space = registry.create("space", step.space.type, step.space.options, context=data.context(), where=f"{where}: space")
     arch = arch_from_text(space, step.arch)
     out = step_dir / "model"
+    if (out / MODEL_FILE).is_file() and (out / METRICS_FILE).is_file():  # trained before a kill: never again
+        log.info("step %s: its model in %s was trained already; kept", name, out)
+        metrics = json.loads((out / METRICS_FILE).read_text())
+        return {"dir": str(out), "metrics": metrics, "test_acc": metrics["test_acc"]}
     metrics = train_arch(
         space,
         step.space,
@@ -452,6 +458,16 @@ def run_pipeline(
     per step; ``on_trial`` is called after every trial of a search or tune step.
     """
     run_dir = Path(run_dir)
+    with RunLock(run_dir):  # one writer at a time
+        if resume:
+            require_writable(run_dir, "resume")
+            clean_leftovers(run_dir)
+        return _run_steps(config, run_dir, resume, report, on_trial)
+
+
+def _run_steps(
+    config: PipelineConfig, run_dir: Path, resume: bool, report: Callable[[str], None] | None, on_trial: OnTrial | None
+) -> dict[str, dict[str, Any]]:
     say = report or (lambda line: log.info("%s", line))
     order = plan(config)
     if not resume:

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from nasforge.core.errors import CheckpointError
 from nasforge.core.trial import Trial
@@ -56,12 +57,50 @@ def _loads_numbers(text: str) -> Any:
     return [float(v) if isinstance(v, str) else v for v in value]
 
 
-class TrialStore:
-    """Append-only trial storage backed by SQLite (a file in the run directory, or memory)."""
+def _uri(path: Path, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{quote(str(path.resolve()))}?{query}"
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        self.path = str(path)
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open ``path`` for reading only (``mode=ro``): nothing is created or changed, so stores in
+    read-only run directories can be read.
+
+    A WAL database needs its ``-shm`` file, which SQLite cannot create in a read-only folder once a
+    clean close removed it; then, with no write-ahead log left to read, it is opened
+    ``immutable=1`` (the file is read as it is, without locks).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"trial store {path} does not exist")
+    try:
+        db = sqlite3.connect(_uri(path, mode="ro"), uri=True, isolation_level=None, check_same_thread=False)
         try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            db.close()
+            raise
+        return db
+    except sqlite3.OperationalError:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise
+    return sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True, isolation_level=None, check_same_thread=False)
+
+
+class TrialStore:
+    """Append-only trial storage backed by SQLite (a file in the run directory, or memory).
+
+    ``readonly=True`` opens an existing file with SQLite's ``mode=ro`` (see :func:`_connect_readonly`):
+    what ``derive``, ``plot`` and the other readers use, so a read-only run directory is readable.
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        try:
+            if readonly:
+                self._db = _connect_readonly(Path(self.path))
+                return
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
