@@ -104,6 +104,8 @@ def test_search_epochs_move_alphas_towards_the_better_op(name: str) -> None:
 class PartialOneEdgeSpace(OneEdgeSpace):
     """:class:`OneEdgeSpace` on inputs of 10 channels of 1x1, with a partial-channel supernet."""
 
+    supernet_options = frozenset({"partial_channels"})
+
     def supernet(self, partial_channels: int = 1) -> Supernet:
         candidates = {"zero": Scale(0.0), "negate": Scale(-1.0), "copy": Scale(1.0)}
         choice = PartialChannelChoice("op", candidates, partial_channels)

@@ -139,8 +139,8 @@ def test_every_writer_of_a_locked_run_exits_2_naming_the_holder(
         assert main(["train", "--run", str(run_dir), "--arch", ARCH, "--quiet"]) == 2
         assert message in errors(capsys)
         assert main(["search", str(config), "--run-dir", str(tmp_path / "run2"), "--quiet"]) == 0  # other runs go on
-        from nasforge.runner.experiment import build_experiment
         from nasforge.runner.config import load_config
+        from nasforge.runner.experiment import build_experiment
 
         runner = build_experiment(load_config(config)).runner(run_dir)
         with pytest.raises(RunLockedError, match=message):

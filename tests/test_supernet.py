@@ -62,7 +62,7 @@ def test_supernet_edges_are_layer_choices_named_by_edge(space: NB201Space) -> No
 @pytest.mark.parametrize("text", [RESNET_LIKE, ALL_NONE, "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|nor_conv_1x1~2|"])
 def test_export_gives_the_supernet_outputs_and_loads_into_build(space: NB201Space, text: str) -> None:
     torch.manual_seed(0)
-    supernet = space.supernet(affine=True)  # the default, affine=False, loads through inherited_child
+    supernet = space.supernet()  # affine, as build(); the estimators' affine=False loads through inherited_child
     arch = space.parse(text)
     x = torch.randn(16, 1, 8, 8)
     supernet.activate(arch)
@@ -224,8 +224,9 @@ def test_a_changed_config_does_not_reuse_the_supernet(space: NB201Space, digits,
 def _latest_supernet(space: NB201Space, run_dir: Path) -> torch.nn.Module:
     """The supernet as its newest slot in ``run_dir`` holds it."""
     slots = [load_checkpoint(path) for path in (run_dir / SUPERNET_DIR).glob("slot-*.pt")]
-    supernet = space.supernet()
-    supernet.load_state_dict(max(slots, key=lambda state: tuple(state["key"]))["supernet"])
+    latest = max(slots, key=lambda state: tuple(state["key"]))
+    supernet = space.supernet(**latest["supernet_options"])
+    supernet.load_state_dict(latest["supernet"])
     return supernet
 
 

@@ -13,8 +13,8 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Mapping
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

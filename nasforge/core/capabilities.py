@@ -292,3 +292,8 @@ def check_combination(space: Any, strategy: Any = None, estimator: Any = None) -
     if problem is not None:
         raise ConfigError(problem)
 
+
+def supernet_options(space: Any) -> frozenset[str]:
+    """The keyword options ``space.supernet()`` takes, as its class declares them (a wrapper's are
+    those of the space it holds)."""
+    return type(_unwrapped(space)).supernet_options

@@ -46,6 +46,8 @@ class SearchSpace(Component, ABC):
     forwards_capabilities: ClassVar[bool] = False
     #: False for spaces of values with no network (``params``): ``build`` is not theirs to answer.
     builds_network: ClassVar[bool] = True
+    #: The keyword options its ``supernet()`` takes (``partial_channels``, ``layers``, ``affine``).
+    supernet_options: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def choices(self) -> Mapping[str, Choice]:

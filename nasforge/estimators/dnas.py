@@ -25,7 +25,6 @@ files the epoch is recomputed, with the same result.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -39,7 +38,15 @@ from torch import Tensor, nn
 from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes, load_checkpoint, save_checkpoint
-from nasforge.core.capabilities import ArchTraining, Capability, HasEdges, component_name, require, require_mode
+from nasforge.core.capabilities import (
+    ArchTraining,
+    Capability,
+    HasEdges,
+    component_name,
+    require,
+    require_mode,
+    supernet_options,
+)
 from nasforge.core.differentiable import ArchParameters, edge_choices
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
@@ -237,7 +244,7 @@ class DifferentiableSupernetEstimator(Estimator):
         return self.supernet
 
     def _build(self, options: dict[str, Any]) -> Supernet:
-        accepted = inspect.signature(self.space.supernet).parameters  # type: ignore[attr-defined]
+        accepted = supernet_options(self.space)
         missing = [key for key in options if key not in accepted]
         if missing:
             raise ConfigError(

@@ -41,7 +41,6 @@ them back to give the child of an arch with its inherited weights, e.g. to fine-
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -52,7 +51,7 @@ from torch import Tensor, nn
 
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import load_checkpoint, save_checkpoint
-from nasforge.core.capabilities import ArchTraining, Capability, require
+from nasforge.core.capabilities import ArchTraining, Capability, require, supernet_options
 from nasforge.core.differentiable import ArchParameters
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator
@@ -257,8 +256,7 @@ class SupernetEstimator(Estimator):
 
     def supernet_options(self, space: SearchSpace) -> dict[str, Any]:
         """Keyword options of ``space.supernet()``: ``affine`` where the space takes it."""
-        accepted = inspect.signature(space.supernet).parameters  # type: ignore[attr-defined]
-        if "affine" in accepted:
+        if "affine" in supernet_options(space):
             return {"affine": self.bn_affine}
         if self.bn_affine:
             raise ConfigError("bn_affine: this space's supernet() has no affine option; its batch norms are its own")
@@ -506,8 +504,7 @@ def inherited_child(run_dir: str | Path, space: SearchSpace, arch: Arch) -> nn.M
     states = [load_checkpoint(path) for path in supernet_checkpoints(run_dir)]
     latest = max(states, key=lambda state: tuple(state["key"]))
     arch = space.validate(arch)
-    # checkpoints written before bn_affine existed were affine
-    options = latest.get("supernet_options", {"affine": True} if "affine" in inspect.signature(space.supernet).parameters else {})  # type: ignore[attr-defined]
+    options = latest.get("supernet_options", {})  # checkpoints written before bn_affine existed were affine, the default
     supernet = space.supernet(**options)  # type: ignore[attr-defined]
     weights = latest["supernet"]
     few_shot = (latest.get("fingerprint") or {}).get("few_shot")

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class DartsSpace(SearchSpace):
         >>> space.parse(space.format(arch)) == arch
         True
     """
+
+    supernet_options: ClassVar[frozenset[str]] = frozenset({"partial_channels", "layers"})
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ between nodes::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from pydantic import PositiveInt
@@ -120,6 +121,8 @@ class NB201Space(SearchSpace):
         True
     """
 
+    supernet_options: ClassVar[frozenset[str]] = frozenset({"partial_channels", "affine"})
+
     def __init__(
         self,
         C: PositiveInt = 16,
@@ -153,7 +156,7 @@ class NB201Space(SearchSpace):
         ops = [str(arch[name]) for name in NB201_EDGES]
         return NB201Network(ops, self.C, self.N, self.in_channels, self.num_classes)
 
-    def supernet(self, partial_channels: int = 1, affine: bool = False) -> Supernet:
+    def supernet(self, partial_channels: int = 1, affine: bool = True) -> Supernet:
         """The weight-sharing network of every cell of this space (for one-shot estimators).
 
         It is :class:`NB201Network` with each edge of each cell a :class:`MixedOp` named

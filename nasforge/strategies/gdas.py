@@ -7,9 +7,9 @@ Followed: ``lib/models/cell_searchs/search_model_gdas.py`` and ``search_cells.py
 
 from __future__ import annotations
 
-import torch
 from typing import Any
 
+import torch
 from pydantic import PositiveFloat, PositiveInt
 from torch import Tensor
 

@@ -31,6 +31,9 @@ class SNASSGD(BaseModel):
     weight_decay: NonNegativeFloat = 0.0
 
 
+SNAS_SGD = SNASSGD()
+
+
 @register("strategy", "snas", tags=("differentiable",))
 class SNAS(GumbelStrategy):
     """SNAS (Xie et al., ICLR 2019): edges mix their candidates by a Gumbel-softmax sample of
@@ -56,7 +59,7 @@ class SNAS(GumbelStrategy):
         tau0: PositiveFloat = 1.0,
         tau_min: PositiveFloat = 0.03,
         optimizer: Literal["sgd", "adam"] = "sgd",
-        sgd: SNASSGD = SNASSGD(),
+        sgd: SNASSGD = SNAS_SGD,
         arch_grad_clip: PositiveFloat | None = 10.0,
         adam: Adam = DARTS_ADAM,
     ) -> None:
