@@ -43,6 +43,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"run_dir": args.run_dir})
     run_dir = Path(args.resume) if args.resume else config.resolved_run_dir()
     if not args.resume and (run_dir / STORE_FILE).exists():
+        with RunLock(run_dir):  # a search still running there is named by its PID (RunLockedError)
+            pass
         _refuse_existing(run_dir)
     if args.resume:
         require_writable(run_dir, "resume")
