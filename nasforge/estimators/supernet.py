@@ -283,26 +283,10 @@ class SupernetEstimator(Estimator):
         rule (a :class:`~nasforge.oneshot.few_shot.FewShotTrainer` with ``few_shot``). Subclasses
         return their own trainer to change how the supernet trains (the ``ofa`` estimator's
         progressive shrinking); checkpoints, resumption and scoring stay this class's."""
+        common = {"seed": seed, "device": ctx.device, "criterion": make_criterion(*self.criterion)}
         if self.few_shot is not None:
-            return FewShotTrainer(
-                supernet,
-                ctx.space,
-                self.rule,
-                self.settings,
-                self.few_shot,
-                seed=seed,
-                device=ctx.device,
-                criterion=make_criterion(*self.criterion),
-            )
-        return SupernetTrainer(
-            supernet,
-            ctx.space,
-            self.rule,
-            self.settings,
-            seed=seed,
-            device=ctx.device,
-            criterion=make_criterion(*self.criterion),
-        )
+            return FewShotTrainer(supernet, ctx.space, self.rule, self.settings, self.few_shot, **common)
+        return SupernetTrainer(supernet, ctx.space, self.rule, self.settings, **common)
 
     def _ensure_trainer(self, ctx: Context) -> SupernetTrainer:
         if self._trainer is not None:

@@ -33,7 +33,6 @@ from nasforge.core.space import SearchSpace
 from nasforge.nn.mixed import Supernet
 from nasforge.oneshot.rules import TrainingRule
 from nasforge.oneshot.trainer import SupernetSettings, SupernetTrainer
-from nasforge.tasks.criteria import Criterion
 
 __all__ = ["FewShot", "FewShotTrainer", "SubSpace", "split_groups", "group_of"]
 
@@ -104,22 +103,13 @@ class FewShotTrainer(SupernetTrainer):
 
     Args:
         few_shot: the split edges and the sub-supernets' epochs.
-        (the rest): as :class:`~nasforge.oneshot.trainer.SupernetTrainer`.
+        (the rest, ``seed``, ``device``, ``criterion`` too): as :class:`~nasforge.oneshot.trainer.SupernetTrainer`.
     """
 
     def __init__(
-        self,
-        supernet: Supernet,
-        space: SearchSpace,
-        rule: TrainingRule,
-        settings: SupernetSettings,
-        few_shot: FewShot,
-        *,
-        seed: int,
-        device: str = "cpu",
-        criterion: Criterion | None = None,
+        self, supernet: Supernet, space: SearchSpace, rule: TrainingRule, settings: SupernetSettings, few_shot: FewShot, **options: Any
     ) -> None:
-        super().__init__(supernet, space, rule, settings, seed=seed, device=device, criterion=criterion)
+        super().__init__(supernet, space, rule, settings, **options)
         if rule.trains_asked_archs:
             raise ConfigError(f"few_shot: rule {rule.name!r} trains the asked archs; use spos, fairnas or rsps")
         self.few_shot = few_shot
