@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("spaces", "oneshot"),
     ("estimators", "strategies"),
     ("runner", "export", "plots"),
-    ("testing",),
+    ("testing", "views"),
     ("cli",),
 ]
 

@@ -7,7 +7,9 @@ import errno
 import sqlite3
 from collections.abc import Sequence
 
-from nasforge.cli import components, hardware, scaffold, search, train
+from rich.markup import escape
+
+from nasforge.cli import components, hardware, scaffold, search, status, train
 from nasforge.cli.console import err_console
 from nasforge.core.errors import NasforgeError
 
@@ -17,7 +19,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasforge", description="Modular neural architecture search on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (search, train, hardware, components, scaffold):
+    for module in (search, train, hardware, components, scaffold, status):
         module.add_commands(sub)
     return parser
 
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)  # argument types raise ConfigError for out-of-range values
         return int(args.func(args))
     except NasforgeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)  # a message may hold [brackets]
         return 2
     except (OSError, sqlite3.OperationalError) as exc:
         message = _storage_message(exc)

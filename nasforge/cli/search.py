@@ -41,6 +41,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(config_path, args.set)
     if args.run_dir:
         config = config.model_copy(update={"run_dir": args.run_dir})
+    if args.tensorboard:
+        config = config.model_copy(update={"tensorboard": True})
+    if config.tensorboard:
+        from nasforge.runner.tensorboard import require_tensorboard
+
+        require_tensorboard()  # before the run directory is touched
     run_dir = Path(args.resume) if args.resume else config.resolved_run_dir()
     if not args.resume and (run_dir / STORE_FILE).exists():
         with RunLock(run_dir):  # a search still running there is named by its PID (RunLockedError)
@@ -161,6 +167,9 @@ def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: P
             result = runner.run(resume=bool(args.resume))
         finally:
             runner.store.close()
+            if experiment.tensorboard is not None:
+                experiment.tensorboard.close()
+                console.print(f"TensorBoard event files in {run_dir / 'tb'} (tensorboard --logdir {run_dir / 'tb'})")
     failed = sum(1 for t in result.trials if not t.values)
     console.print(f"search stopped: {result.stopped_because} ({len(result.trials)} trials, {failed} failed)")
     chosen = write_topk(run_dir, experiment.space, result, config.top_k)
@@ -256,6 +265,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. budget.trials=20")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files to RUN_DIR/tb (needs nasforge[tensorboard])")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
     p.set_defaults(func=cmd_search)
 

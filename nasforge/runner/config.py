@@ -69,6 +69,7 @@ class ExperimentConfig(BaseModel):
     budget: Budget
     top_k: PositiveInt = 5
     checkpoint_seconds: PositiveFloat = 30.0
+    tensorboard: bool = Field(default=False, description="write TensorBoard event files under RUN_DIR/tb (nasforge[tensorboard])")
     train: dict[str, Any] | None = Field(default=None, description="final training of the best arch (TrainSettings)")
 
     def resolved_run_dir(self) -> Path:

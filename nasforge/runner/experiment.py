@@ -71,9 +71,17 @@ class Experiment:
     objective: Objective
     device: str
     source: str = "config"
+    #: The TensorBoard writer of the last :meth:`runner` (``tensorboard: true``); close it at the end.
+    tensorboard: Any = None
 
     def runner(self, run_dir: Path | None = None, on_trial: Callable[[Trial, SearchResult], None] | None = None) -> Runner:
-        """A runner for this experiment writing to ``run_dir`` (default: the config's)."""
+        """A runner for this experiment writing to ``run_dir`` (default: the config's).
+
+        With ``tensorboard: true`` in the config, each trial is also written to ``run_dir/tb``
+        (:class:`~nasforge.runner.tensorboard.TensorBoardObserver`, kept as :attr:`tensorboard`)."""
+        run_dir = run_dir if run_dir is not None else self.config.resolved_run_dir()
+        if getattr(self.config, "tensorboard", False):
+            on_trial = self._with_tensorboard(run_dir, on_trial)
         return Runner(
             self.space,
             self.strategy,
@@ -81,13 +89,31 @@ class Experiment:
             self.objective,
             budget=self.config.budget,
             seed=self.config.seed,
-            run_dir=run_dir if run_dir is not None else self.config.resolved_run_dir(),
+            run_dir=run_dir,
             data=self.data,
             device=self.device,
             checkpoint_seconds=self.config.checkpoint_seconds,
             on_trial=on_trial,
             fingerprint=config_fingerprint(self.config),
         )
+
+    def _with_tensorboard(
+        self, run_dir: Path, on_trial: Callable[[Trial, SearchResult], None] | None
+    ) -> Callable[[Trial, SearchResult], None]:
+        from nasforge.core.differentiable import ArchParameters
+        from nasforge.runner.tensorboard import TensorBoardObserver
+
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        params = self.strategy if isinstance(self.strategy, ArchParameters) else None
+        observer = self.tensorboard = TensorBoardObserver(run_dir, self.objective.names, params)
+
+        def both(trial: Trial, result: SearchResult) -> None:
+            observer(trial, result)
+            if on_trial is not None:
+                on_trial(trial, result)
+
+        return both
 
 
 def config_fingerprint(config: ExperimentConfig) -> dict[str, str]:
