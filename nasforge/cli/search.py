@@ -41,6 +41,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(config_path, args.set)
     if args.run_dir:
         config = config.model_copy(update={"run_dir": args.run_dir})
+    if args.workers is not None:
+        from nasforge.runner.executors import with_workers
+
+        config = config.model_copy(update={"executor": with_workers(config.executor, args.workers)})
     if args.tensorboard:
         config = config.model_copy(update={"tensorboard": True})
     if config.tensorboard:
@@ -267,6 +271,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard event files to RUN_DIR/tb (needs nasforge[tensorboard])")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial to the console")
+    p.add_argument(
+        "--workers", type=whole_number("--workers", 1), metavar="N",
+        help="trials in parallel: N>1 runs the config's executor (default local: N processes), 1 sequential",
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("pipeline", help="run the steps of a pipeline config (search, tune, train), or resume one")

@@ -50,6 +50,8 @@ __all__ = [
     "spaces_offering",
     "check_combination",
     "combination_problem",
+    "parallel_problem",
+    "check_parallel",
 ]
 
 
@@ -289,6 +291,39 @@ def combination_problem(space: Any, strategy: Any = None, estimator: Any = None)
 def check_combination(space: Any, strategy: Any = None, estimator: Any = None) -> None:
     """Raise ConfigError with :func:`combination_problem`'s reason when the parts do not fit."""
     problem = combination_problem(space, strategy, estimator)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def parallel_problem(strategy: Any, estimator: Any, workers: int, executor: str = "local") -> str | None:
+    """Why ``strategy`` and ``estimator`` cannot run ``workers`` trials at once (one line), or None.
+
+    Parts are given as for :func:`combination_problem`. A strategy whose ``pending_policy`` is
+    ``refuse`` cannot propose with trials in flight; an estimator with ``parallel_trials = False``
+    holds shared state the runner updates between trials (a supernet).
+    """
+    if workers <= 1:
+        return None
+    where = f"executor {executor!r} with {workers} workers runs trials in parallel"
+    st, es = _Part("strategy", strategy), _Part("estimator", estimator)
+    if st.attr("pending_policy", "refuse") == "refuse":
+        why = (
+            "it trains architecture parameters from one trial to the next"
+            if st.attr("arch_parameters", None) is not None
+            else "it does not declare how it proposes with trials in flight (pending_policy)"
+        )
+        return f"{where}, and {st} cannot: {why}; run it with 1 worker (executor: sequential)"
+    if not es.attr("parallel_trials", True):
+        return (
+            f"{where}, and {es} cannot: it trains shared state (a supernet) between trials in the runner; "
+            "run it with 1 worker (executor: sequential)"
+        )
+    return None
+
+
+def check_parallel(strategy: Any, estimator: Any, workers: int, executor: str = "local") -> None:
+    """Raise ConfigError with :func:`parallel_problem`'s reason."""
+    problem = parallel_problem(strategy, estimator, workers, executor)
     if problem is not None:
         raise ConfigError(problem)
 

@@ -66,6 +66,10 @@ class Estimator(Component, ABC):
     trains_arch_parameters: ClassVar[ArchTraining | None] = None
     #: True when it cannot run without a strategy's architecture parameters (``dnas``).
     needs_arch_parameters: ClassVar[bool] = False
+    #: False when trials cannot run in parallel worker processes because the runner must update
+    #: shared state between them (:meth:`update` trains a supernet: ``supernet``, ``ofa``,
+    #: ``dnas``); an executor with several workers refuses it with this reason.
+    parallel_trials: ClassVar[bool] = True
     #: True for a wrapper whose needs are those of the estimator it holds (``self.inner``).
     forwards_capabilities: ClassVar[bool] = False
     #: The metrics every :meth:`estimate` reports; None: not known before it runs (an external

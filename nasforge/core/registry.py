@@ -67,6 +67,7 @@ KINDS: dict[str, str] = {
     "cost_model": "nasforge.hardware",
     "encoding": "nasforge.predictors",
     "step": "nasforge.runner",
+    "executor": "nasforge.runner",
 }
 
 T = TypeVar("T")

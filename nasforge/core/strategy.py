@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["Strategy", "rng_state", "restore_rng", "require_single_objective"]
+__all__ = ["Strategy", "PendingPolicy", "rng_state", "restore_rng", "require_single_objective"]
+
+#: See :attr:`Strategy.pending_policy`.
+PendingPolicy = Literal["independent", "async", "constant_liar", "refuse"]
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -86,6 +89,14 @@ class Strategy(Component, ABC):
     #: completed trial: a differentiable search's arch from its final alphas, as the papers
     #: return). Every trial stays in the store either way.
     winner: ClassVar[Literal["best", "last"]] = "best"
+    #: How it proposes while trials are in flight (an executor with several workers asks up to
+    #: N archs before telling): ``independent`` (proposals never depend on results: random,
+    #: grid), ``async`` (proposes from what was told so far, as asynchronous regularized
+    #: evolution), ``constant_liar`` (an arch in flight counts as the worst value told so far
+    #: until its real result comes: :meth:`lies`), ``refuse`` (cannot run with trials in flight:
+    #: differentiable strategies, and any strategy that does not say). Executors with one worker
+    #: never have an arch in flight at ``ask``.
+    pending_policy: ClassVar[PendingPolicy] = "refuse"
 
     @property
     def history(self) -> History:
@@ -146,6 +157,17 @@ class Strategy(Component, ABC):
             if on_known is not None:
                 on_known(arch)
         return (fallback or self.sample_new)()
+
+    def lies(self) -> list[tuple[Arch, float]]:
+        """The constant liar's rule: each arch in flight (``history.pending()``, oldest first, not
+        already told) with the worst finite value told so far (0.0 before any), which a
+        ``constant_liar`` strategy treats as a told value while proposing. Read afresh at every
+        ``ask``, a lie is undone when the real trial is told and never enters the strategy's state."""
+        import math
+
+        finite = [t.value for t in self.history.trials() if math.isfinite(t.value)]
+        worst = min(finite) if finite else 0.0
+        return [(arch, worst) for arch in self.history.pending() if self.history.told(arch) is None]
 
     @abstractmethod
     def ask(self) -> Arch | None:

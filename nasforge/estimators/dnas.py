@@ -111,6 +111,9 @@ class DifferentiableSupernetEstimator(Estimator):
             DARTS-space search network here is always so.
     """
 
+    #: The runner trains its shared supernet between trials (:meth:`update`): no parallel trials.
+    parallel_trials: ClassVar[bool] = False
+
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
     modes: ClassVar[frozenset[str]] = frozenset({"weighted"})
     trains_arch_parameters: ClassVar[ArchTraining | None] = "with-weights"

@@ -163,6 +163,9 @@ class SupernetEstimator(Estimator):
         space: the space (filled in by the runner); it must have a ``supernet()`` method.
     """
 
+    #: The runner trains its shared supernet between trials (:meth:`update`): no parallel trials.
+    parallel_trials: ClassVar[bool] = False
+
     requires: ClassVar[frozenset[Capability]] = frozenset({Capability.SUPERNET})
     #: After its own training, it trains a strategy's architecture parameters (the generator's)
     #: on the frozen supernet, one epoch per trial; strategies without any search it unchanged.

@@ -69,6 +69,9 @@ class ExperimentConfig(BaseModel):
     budget: Budget
     top_k: PositiveInt = 5
     checkpoint_seconds: PositiveFloat = 30.0
+    executor: ComponentSpec = Field(
+        default=ComponentSpec(type="sequential"), description="where trials run: sequential, local (workers: N), ..."
+    )
     tensorboard: bool = Field(default=False, description="write TensorBoard event files under RUN_DIR/tb (nasforge[tensorboard])")
     train: dict[str, Any] | None = Field(default=None, description="final training of the best arch (TrainSettings)")
 
@@ -124,6 +127,7 @@ def parse_config(raw: Any, source: str = "<config>", overrides: Sequence[str] = 
         spec: ComponentSpec | None = getattr(config, section)
         if spec is not None:
             registry.validate_options(kind, spec.type, spec.options, where=f"{source}: {section}", require_all=False)
+    registry.validate_options("executor", config.executor.type, config.executor.options, where=f"{source}: executor")
     if config.train is not None:
         from nasforge.tasks.training import TrainSettings
 

@@ -15,7 +15,7 @@ import yaml
 from nasforge.core import registry
 from nasforge.core.arch import Arch
 from nasforge.core.atomic import atomic_write_bytes
-from nasforge.core.capabilities import check_combination
+from nasforge.core.capabilities import check_combination, check_parallel
 from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
 from nasforge.core.estimator import Estimator
 from nasforge.core.objective import Objective
@@ -25,6 +25,7 @@ from nasforge.core.space import SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial
 from nasforge.runner.config import SECTION_KINDS, ExperimentConfig, absolute_paths, dump_config
+from nasforge.runner.executors import make_executor
 from nasforge.runner.loop import STORE_FILE, Runner, SearchResult
 from nasforge.runner.rundir import fingerprint
 from nasforge.runner.store import TrialStore
@@ -95,6 +96,8 @@ class Experiment:
             checkpoint_seconds=self.config.checkpoint_seconds,
             on_trial=on_trial,
             fingerprint=config_fingerprint(self.config),
+            executor=make_executor(self.config.executor),
+            data_spec=data_spec(self.config),
         )
 
     def _with_tensorboard(
@@ -114,6 +117,13 @@ class Experiment:
                 on_trial(trial, result)
 
         return both
+
+
+def data_spec(config: ExperimentConfig) -> tuple[str, dict[str, Any], int] | None:
+    """The config's data section as worker processes load it: ``(type, options, seed)``."""
+    if config.data is None:
+        return None
+    return config.data.type, dict(config.data.options), derive_seed(config.seed, "data")
 
 
 def config_fingerprint(config: ExperimentConfig) -> dict[str, str]:
@@ -140,6 +150,8 @@ def build_experiment(config: ExperimentConfig, source: str = "config", *, with_s
             cannot search together (:func:`~nasforge.core.capabilities.check_combination`).
     """
     check_combination(config.space, config.strategy, config.estimator)
+    executor = make_executor(config.executor)
+    check_parallel(config.strategy, config.estimator, executor.workers, config.executor.type)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +26,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from nasforge.core.arch import Arch
+from nasforge.core.capabilities import check_parallel, component_name
 from nasforge.core.differentiable import ArchParameters
-from nasforge.core.errors import CheckpointError, ConfigError, NasforgeError
+from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.estimator import Context, Estimator, check_reported_metrics
 from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
@@ -38,6 +38,7 @@ from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Result, Trial, TrialStatus
 from nasforge.objectives.pareto import non_dominated
 from nasforge.runner.checkpoint import load_checkpoint, save_checkpoint
+from nasforge.runner.executors import Executor, Job, Outcome, SequentialExecutor, Workload
 from nasforge.runner.rundir import RunLock, clean_leftovers, fingerprint_mismatch
 from nasforge.runner.store import TrialStore
 
@@ -111,6 +112,10 @@ class Runner:
         on_trial: called after every trial (progress bars, live logs).
         fingerprint: a hash per config section (:func:`~nasforge.runner.rundir.fingerprint`),
             recorded in the store and every checkpoint; a resume whose sections differ is refused.
+        executor: where trials run (default :class:`~nasforge.runner.executors.SequentialExecutor`:
+            in this process, one at a time); its ``workers`` is the number of trials in flight.
+        data_spec: the config's data section as ``(type, options, seed)``, from which worker
+            processes load the data themselves (else ``data`` is sent to each).
 
     With a ``run_dir``, :meth:`run` holds the directory's :class:`~nasforge.runner.rundir.RunLock`.
     """
@@ -130,6 +135,8 @@ class Runner:
         checkpoint_seconds: float = 30.0,
         on_trial: Callable[[Trial, SearchResult], None] | None = None,
         fingerprint: dict[str, str] | None = None,
+        executor: Executor | None = None,
+        data_spec: tuple[str, dict[str, Any], int] | None = None,
     ) -> None:
         self.space = space
         self.strategy = strategy
@@ -142,11 +149,17 @@ class Runner:
         self.fingerprint = dict(fingerprint) if fingerprint else None
         self.on_trial = on_trial or (lambda trial, result: None)
         check_reported_metrics(estimator, objective)  # before a run directory or store exists
+        self.executor = executor if executor is not None else SequentialExecutor()
+        self.window = max(1, int(self.executor.workers))
+        check_parallel(strategy, estimator, self.window, component_name("executor", type(self.executor)))
+        self.data_spec = data_spec
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.store = TrialStore(self.run_dir / STORE_FILE)
         else:
             self.store = TrialStore(":memory:")
+        self._pending: dict[int, Arch] = {}  # asked, not yet told: trial number -> arch
+        self._exhausted = False  # the strategy's ask returned None
         arch_parameters = strategy if isinstance(strategy, ArchParameters) else None
         self.context = Context(
             space=space, data=data, seed=seed, device=device, run_dir=self.run_dir, log=log, arch_parameters=arch_parameters
@@ -175,6 +188,9 @@ class Runner:
                 "elapsed": elapsed,
                 "strategy": self.strategy.state_dict(),
                 "estimator": self.estimator.state_dict(),
+                "window": self.window,
+                "pending": [self._pending[n].to_dict() for n in sorted(self._pending)],
+                "exhausted": self._exhausted,
             },
         )
 
@@ -182,7 +198,13 @@ class Runner:
         _check_same_run(self.run_dir, where, seed, recorded, self.seed, self.fingerprint)
 
     def _restore(self) -> None:
-        """Restore from the run directory: checkpoint first, then replay the later trials."""
+        """Restore from the run directory: checkpoint first, then replay the later trials.
+
+        The store holds the told trials, in trial-number order. The checkpoint adds the archs
+        asked but not yet told when it was written (several workers ask ahead): they are
+        recorded in the history again, and, with the archs the replay asks, run again with their
+        own seeds once the replay is done.
+        """
         stored = self.store.trials()
         self._check_same_run(STORE_FILE, self.store.get_meta("seed"), self.store.get_meta("config"))
         start = 0
@@ -194,6 +216,12 @@ class Runner:
                 raise CheckpointError(
                     f"checkpoint {path} covers {state['n_trials']} trials but the store holds only {len(stored)}"
                 )
+            window = int(state.get("window", 1))
+            if window != self.window and (state.get("pending") or window > 1 or self.window > 1):
+                raise CheckpointError(
+                    f"cannot resume {self.run_dir} with {self.window} worker(s): it ran with {window}, and the trials "
+                    f"asked depend on it; resume it with --workers {window}"
+                )
             self.strategy.load_state_dict(state["strategy"])
             self.estimator.load_state_dict(state["estimator"])
             start = int(state["n_trials"])
@@ -202,19 +230,26 @@ class Runner:
             for trial in stored[:start]:
                 self.history.record_ask(trial.arch)
                 self.history.record_tell(trial)
+            for number, arch in enumerate(state.get("pending", []), start=start):
+                self._pending[number] = Arch(arch)
+                self.history.record_ask(self._pending[number])
+            self._exhausted = bool(state.get("exhausted", False))
+        elif self.window > 1 and stored and self.store.get_meta("window") not in (None, self.window):
+            raise CheckpointError(
+                f"cannot resume {self.run_dir} with {self.window} workers: it ran with {self.store.get_meta('window')}; "
+                f"resume it with --workers {self.store.get_meta('window')}"
+            )
+        self._fill()
         for trial in stored[start:]:
-            arch = self.strategy.ask()
-            if arch is not None:
-                self.history.record_ask(arch)
-            if arch != trial.arch:
+            arch = self._pending.get(trial.number)
+            if trial.number != len(self.result.trials) or arch != trial.arch:
                 raise CheckpointError(
                     f"cannot replay trial {trial.number}: the strategy now proposes {arch} but the store holds "
                     f"{trial.arch}. The config or the code changed since the run started; start a new run."
                 )
             self.estimator.update(self._trial_context(trial.number))
-            self.history.record_tell(trial)
-            self.strategy.tell(trial)
-            self.result.trials.append(trial)
+            self._tell(trial)
+            self._fill()
         if stored:
             self._elapsed_before = max(self._elapsed_before, float(stored[-1].extras.get("elapsed", 0.0)))
             log.info("resumed: %d trials restored (%d from the checkpoint, %d replayed)", len(stored), start, len(stored) - start)
@@ -225,20 +260,28 @@ class Runner:
         return replace(self.context, seed=derive_seed(self.seed, number))
 
     def _evaluate(self, number: int, arch: Arch) -> Trial:
-        ctx = self._trial_context(number)
-        trial = Trial(number=number, arch=arch, seed=ctx.seed)
-        try:
-            result: Result = self.estimator.estimate(arch, ctx)
-        except NasforgeError:
-            raise  # a user error (missing data, bad option) would fail every trial: stop and say so
-        except Exception as exc:  # any other failure fails this trial only; the search goes on
+        """Run one trial in this process and score it (what the sequential executor does)."""
+        from nasforge.runner.executors import run_job
+
+        job = Job(number, arch, derive_seed(self.seed, number))
+        return self._score(job, run_job(self.estimator, self.context, job))
+
+    def _score(self, job: Job, outcome: Outcome) -> Trial:
+        """The trial of ``job`` from what its executor returned: scored, or failed with the reason."""
+        trial = Trial(number=job.number, arch=job.arch, seed=job.seed)
+        if outcome.result is None:
             trial.status = TrialStatus.FAILED
-            trial.error = traceback.format_exc()
-            log.warning("trial %d failed: %s: %s", number, type(exc).__name__, exc)
+            trial.error = outcome.error
+            if outcome.attempts > 1:
+                trial.extras["attempts"] = outcome.attempts
             return trial
+        result: Result = outcome.result
+        number = job.number
         metrics = {k: float(v) for k, v in result.metrics.items()}
         trial.cost = {k: float(v) for k, v in result.cost.items()}
         trial.extras = dict(result.extras)
+        if outcome.attempts > 1:
+            trial.extras["attempts"] = outcome.attempts
         try:
             values = tuple(float(v) for v in self.objective.score(metrics))
             feasible = self.objective.feasible(metrics)
@@ -254,6 +297,80 @@ class Runner:
             return trial
         trial.metrics, trial.values, trial.feasible = metrics, values, feasible
         return trial
+
+    # -- the window: asks ahead of tells, tells in trial-number order ---------------------------
+
+    def _ask_limit(self) -> float:
+        """Trials numbered below this may be asked: the trial budget, plus the asks an
+        uninterrupted run with a larger budget would make before telling its last trial
+        (so raising ``budget.trials`` on resume continues the same schedule)."""
+        trials = self.budget.trials
+        return math.inf if trials is None else trials + self.window - 1
+
+    def _fill(self) -> None:
+        """Ask while fewer than ``window`` archs are in flight: trial ``k + window`` is asked right
+        after trial ``k`` is told, whatever the order trials finish in (so runs are reproducible)."""
+        while not self._exhausted and len(self._pending) < self.window:
+            number = len(self.result.trials) + len(self._pending)
+            if number >= self._ask_limit():
+                return
+            arch = self.strategy.ask()
+            if arch is None:
+                self._exhausted = True
+                return
+            self.history.record_ask(arch)
+            self.space.validate(arch)
+            self._pending[number] = arch
+
+    def _tell(self, trial: Trial) -> None:
+        del self._pending[trial.number]
+        self.history.record_tell(trial)
+        self.strategy.tell(trial)
+        self.result.trials.append(trial)
+
+    def _loop(self, started: float) -> str:
+        """Keep ``window`` trials in flight; tell them in trial-number order; stop on the budget."""
+        last_checkpoint = started
+        submitted: set[int] = set()
+        finished: dict[int, Trial] = {}  # done, waiting for the trials before them to be told
+        trial_budget = math.inf if self.budget.trials is None else self.budget.trials
+        while True:
+            reason = self._stop_reason(started)
+            if reason is not None:
+                break
+            self._fill()
+            for number in sorted(self._pending):
+                if number not in submitted and number < trial_budget:
+                    self.estimator.update(self._trial_context(number))
+                    self.executor.submit(Job(number, self._pending[number], derive_seed(self.seed, number)))
+                    submitted.add(number)
+            head = len(self.result.trials)
+            if head not in self._pending:
+                reason = "the strategy has nothing left to ask" if self._exhausted else "trial budget reached"
+                break
+            while head not in finished:
+                left = None
+                if self.budget.seconds is not None:
+                    left = self.budget.seconds - (self._elapsed_before + time.monotonic() - started)
+                if left is not None and left <= 0 and self.window > 1:
+                    break
+                for outcome in self.executor.wait(left if self.window > 1 else None):
+                    number = outcome.number
+                    finished[number] = self._score(Job(number, self._pending[number], derive_seed(self.seed, number)), outcome)
+            if head not in finished:  # the time budget ran out inside a trial: stop what runs
+                self.executor.cancel()
+                continue
+            trial = finished.pop(head)
+            elapsed = self._elapsed_before + time.monotonic() - started
+            trial.extras["elapsed"] = elapsed
+            self.store.add(trial)
+            self._tell(trial)
+            self.on_trial(trial, self.result)
+            if time.monotonic() - last_checkpoint >= self.checkpoint_seconds:
+                self._checkpoint(elapsed)
+                last_checkpoint = time.monotonic()
+        self.executor.cancel()
+        return reason
 
     def _stop_reason(self, started: float) -> str | None:
         if self.budget.trials is not None and len(self.result.trials) >= self.budget.trials:
@@ -298,29 +415,14 @@ class Runner:
                 size,
             )
         started = time.monotonic()
-        last_checkpoint = started
-        reason = self._stop_reason(started)
-        while reason is None:
-            arch = self.strategy.ask()
-            if arch is None:
-                reason = "the strategy has nothing left to ask"
-                break
-            number = len(self.result.trials)
-            self.history.record_ask(arch)
-            self.space.validate(arch)
-            self.estimator.update(self._trial_context(number))
-            trial = self._evaluate(number, arch)
-            elapsed = self._elapsed_before + time.monotonic() - started
-            trial.extras["elapsed"] = elapsed
-            self.store.add(trial)
-            self.history.record_tell(trial)
-            self.strategy.tell(trial)
-            self.result.trials.append(trial)
-            self.on_trial(trial, self.result)
-            if time.monotonic() - last_checkpoint >= self.checkpoint_seconds:
-                self._checkpoint(elapsed)
-                last_checkpoint = time.monotonic()
-            reason = self._stop_reason(started)
+        self.store.set_meta("window", self.window)
+        self.executor.start(
+            Workload(self.space, self.estimator, self.context, self.data_spec if self.window > 1 else None)
+        )
+        try:
+            reason = self._loop(started)
+        finally:
+            self.executor.close()
         self._checkpoint(self._elapsed_before + time.monotonic() - started)
         self.result.stopped_because = reason
         self.store.set_meta(

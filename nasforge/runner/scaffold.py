@@ -449,6 +449,28 @@ def __FUNC__() -> StepKind:
     return StepKind(options=frozenset({"message"}), outputs=("message", "dir"), prepare=_prepare, run=_run)
 '''
 
+_EXECUTOR = '''from nasforge.core.registry import register
+from nasforge.runner.executors import Job, Outcome, SequentialExecutor
+
+
+@register("executor", "__NAME__")
+class __CLASS__(SequentialExecutor):
+    """TODO: one line on where trials run (`nasforge registry executor`). This one runs them in
+    the driver, as `sequential`, counting them.
+
+    Args (the base class's): timeout_s, max_retries.
+    """
+
+    def submit(self, job: Job) -> None:
+        # TODO: send (job.number, job.arch, job.seed) to where it runs; start(workload) had the
+        # space, estimator and context. wait(timeout) returns the Outcomes that finished.
+        self.submitted = getattr(self, "submitted", 0) + 1
+        super().submit(job)
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        return super().wait(timeout)
+'''
+
 #: One template per registry kind: the module body between the header and the test stub.
 TEMPLATES: dict[str, str] = {
     "space": _SPACE,
@@ -462,6 +484,7 @@ TEMPLATES: dict[str, str] = {
     "cost_model": _COST_MODEL,
     "encoding": _ENCODING,
     "step": _STEP,
+    "executor": _EXECUTOR,
 }
 
 

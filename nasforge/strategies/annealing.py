@@ -4,13 +4,13 @@ by Simulated Annealing", Science 220), with a geometric cooling schedule."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy, require_single_objective
+from nasforge.core.strategy import PendingPolicy, Strategy, require_single_objective
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ class SimulatedAnnealing(Strategy):
             NAS-Bench-201 queries.
         max_retries: mutations tried per ask before restarting elsewhere.
     """
+
+    #: Constant liar: an arch in flight counts as the worst value, which the walk never moves to;
+    #: it moves by the Metropolis rule when the real value is told.
+    pending_policy: ClassVar[PendingPolicy] = "constant_liar"
 
     def __init__(
         self,

@@ -18,14 +18,14 @@ evolution: 94.14 ± 0.27; see ``docs/benchmarks.md``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import create, register
-from nasforge.core.strategy import Strategy
+from nasforge.core.strategy import PendingPolicy, Strategy
 from nasforge.core.trial import Trial
 from nasforge.predictors.encodings import Encoder, EncodingName, get_encoder
 
@@ -69,6 +69,10 @@ class Bananas(Strategy):
             uncertainty estimate always use ``mean``.
         exploration: the UCB weight of the standard deviation.
     """
+
+    #: Constant liar: archs in flight join the predictor's training set with the worst value told
+    #: so far (:meth:`~nasforge.core.strategy.Strategy.lies`) until their real values come.
+    pending_policy: ClassVar[PendingPolicy] = "constant_liar"
 
     def __init__(
         self,
@@ -161,12 +165,13 @@ class Bananas(Strategy):
 
     def _propose(self) -> list[Arch]:
         """Fit the predictor on the history and pick the next batch by the acquisition function."""
-        values = np.array([v for _, v in self._told])
+        told = self._told + self.lies()  # archs in flight count as the worst value (constant liar)
+        values = np.array([v for _, v in told])
         finite = np.isfinite(values)
         values[~finite] = values[finite].min()
         options = {**self.predictor_options, "seed": int(self.rng.integers(2**31))}
         model = create("predictor", self.predictor, options)
-        model.fit(self._encoder([a for a, _ in self._told]), values)
+        model.fit(self._encoder([a for a, _ in told]), values)
 
         n_mutants = self.candidates - int(round(self.random_share * self.candidates))
         pool = self._fresh(self._mutations(n_mutants), n_mutants)

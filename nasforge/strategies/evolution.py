@@ -6,13 +6,13 @@ early evaluations."""
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy
+from nasforge.core.strategy import PendingPolicy, Strategy
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ class RegularizedEvolution(Strategy):
             random unseen arch; ``ask`` returns None once the space is exhausted. The paper
             does not deduplicate (``false``); it helps on small tabular spaces.
     """
+
+    #: Asynchronous regularized evolution (Real et al. 2019, as their workers run it): a worker
+    #: that frees up mutates a tournament winner of the population told so far.
+    pending_policy: ClassVar[PendingPolicy] = "async"
 
     def __init__(
         self,

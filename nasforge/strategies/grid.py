@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
 from nasforge.core.arch import Arch
 from nasforge.core.errors import SpaceExhaustedError
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy
+from nasforge.core.strategy import PendingPolicy, Strategy
 
 __all__ = ["GridSearch"]
 
@@ -23,6 +23,9 @@ class GridSearch(Strategy):
             search cut short by its budget still sees a spread of the space.
         max_size: refuse spaces larger than this (a grid over millions of archs is a mistake).
     """
+
+    #: Proposals never depend on results: parallel workers ask exactly what one would.
+    pending_policy: ClassVar[PendingPolicy] = "independent"
 
     def __init__(self, shuffle: bool = False, max_size: Annotated[int, Field(ge=1)] = 100_000) -> None:
         self.shuffle = shuffle

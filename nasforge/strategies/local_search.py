@@ -4,13 +4,13 @@ of the Art for Neural Architecture Search Benchmarks"), and NASLib's ``LocalSear
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy, require_single_objective
+from nasforge.core.strategy import PendingPolicy, Strategy, require_single_objective
 from nasforge.core.trial import Trial
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ class LocalSearch(Strategy):
         initial_samples: random archs evaluated before each climb, which starts at the best of
             them (NASLib's ``num_init``). At 150 NAS-Bench-201 queries any of 5 to 30 beats 1.
     """
+
+    #: Constant liar: an arch in flight counts as the worst value, so it never wins a move
+    #: until its real value is told (the rule of the docstring).
+    pending_policy: ClassVar[PendingPolicy] = "constant_liar"
 
     def __init__(self, initial_samples: PositiveInt = 10) -> None:
         self.initial_samples = initial_samples

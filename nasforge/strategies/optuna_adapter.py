@@ -26,14 +26,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy
+from nasforge.core.strategy import PendingPolicy, Strategy
 from nasforge.core.trial import Trial, TrialStatus
 
 if TYPE_CHECKING:
@@ -115,6 +115,10 @@ class OptunaStrategy(Strategy):
         max_retries: proposals per ask before falling back to a random unseen arch. GP refits
             its model for every proposal: give it 1 or 2.
     """
+
+    #: Archs in flight are RUNNING trials of the Optuna study, which each sampler treats its own
+    #: way (NSGA-II: asynchronous generations); ``tpe`` lies about them (constant liar).
+    pending_policy: ClassVar[PendingPolicy] = "async"
 
     def __init__(
         self,
@@ -306,10 +310,15 @@ class TPE(OptunaStrategy):
         max_retries: proposals per ask before falling back to a random unseen arch.
     """
 
+    #: Optuna's constant liar (``TPESampler(constant_liar=True)``): RUNNING trials count as the
+    #: worst value; with one worker none is running at an ask, so nothing changes.
+    pending_policy: ClassVar[PendingPolicy] = "constant_liar"
+
     def __init__(
         self, n_startup_trials: PositiveInt = 10, multivariate: bool | None = None, max_retries: PositiveInt = 10
     ) -> None:
-        super().__init__("tpe", {"n_startup_trials": n_startup_trials, "multivariate": multivariate}, max_retries)
+        options = {"n_startup_trials": n_startup_trials, "multivariate": multivariate, "constant_liar": True}
+        super().__init__("tpe", options, max_retries)
 
 
 @register("strategy", "nsga2", tags=("multi-objective",))

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy
+from nasforge.core.strategy import PendingPolicy, Strategy
 from nasforge.core.trial import Trial
 from nasforge.objectives.pareto import non_dominated_sort
 
@@ -59,6 +59,9 @@ class ParetoEvolution(Strategy):
         sample_size: S, the tournament size.
         max_retries: mutations per ask before falling back to a random unseen arch.
     """
+
+    #: Asynchronous, as regularized evolution: parents come from the population told so far.
+    pending_policy: ClassVar[PendingPolicy] = "async"
 
     def __init__(
         self,

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import register
-from nasforge.core.strategy import Strategy, require_single_objective
+from nasforge.core.strategy import PendingPolicy, Strategy, require_single_objective
 from nasforge.core.trial import Trial
 from nasforge.strategies.controllers import Controller, IndependentController, LSTMController
 
@@ -100,6 +100,10 @@ class Reinforce(Strategy):
             (defaults: NAS-Bench-201's ENAS controller, ENAS's temperature and tanh constant).
         max_retries: samples per ask before falling back to a random unseen arch.
     """
+
+    #: Asynchronous: archs are sampled from the current policy, updated as trials are told
+    #: (Zoph & Le trained their controller on children run in parallel the same way).
+    pending_policy: ClassVar[PendingPolicy] = "async"
 
     def __init__(
         self,

@@ -487,6 +487,24 @@ def _check_strategy(name: str, options: Mapping[str, Any] | None = None) -> None
     check_strategy(name)
 
 
+def check_executor(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """A random search on the toy space through executor ``name`` gives the trials of the
+    sequential executor (random search proposes independently of results)."""
+    from nasforge.objectives.basic import SingleMetric
+    from nasforge.runner.loop import Budget, Runner
+    from nasforge.strategies.random_search import RandomSearch
+    from nasforge.testing import SyntheticEstimator, ToySpace
+
+    def trials(executor: Any) -> list[tuple[Any, ...]]:
+        runner = Runner(ToySpace(), RandomSearch(), SyntheticEstimator(noise=1.0), SingleMetric(), budget=Budget(trials=6),
+                        seed=1, executor=executor)
+        return [(t.number, t.arch, t.seed, t.values) for t in runner.run().trials]
+
+    opts = conformance_options("executor", name) if options is None else dict(options)
+    executor = registry.create("executor", name, opts)
+    assert trials(executor) == trials(None), f"executor {name!r}: trials differ from the sequential executor's"
+
+
 #: The check of each kind; kinds not listed fall back to :func:`check_component`.
 CHECKS: dict[str, Callable[..., None]] = {
     "space": check_space,
@@ -500,6 +518,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "cost_model": check_cost_model,
     "encoding": check_encoding,
     "step": check_step,
+    "executor": check_executor,
 }
 
 
