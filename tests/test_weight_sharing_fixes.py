@@ -5,65 +5,25 @@ recipe, and the arch a differentiable search returns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from synthetic_task import OneEdgeSpace, strategy, synthetic_data
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import TensorDataset
 
 from nasforge.core import registry
-from nasforge.core.arch import Arch, Choice
-from nasforge.core.differentiable import ArchParameters
+from nasforge.core.arch import Arch
 from nasforge.core.estimator import Context
-from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Trial, TrialStatus
 from nasforge.estimators.dnas import DifferentiableSupernetEstimator
 from nasforge.estimators.supernet import inherited_child
-from nasforge.nn.mixed import MixedOp, Supernet
 from nasforge.objectives.basic import SingleMetric
 from nasforge.runner.loop import Budget, Runner, SearchResult
 from nasforge.spaces.darts_cells import DartsSpace
 from nasforge.spaces.nb201 import NB201Space
 from nasforge.strategies.cdarts import REGULARISED
-from nasforge.tasks.splits import DataSplits
-
-
-class Scale(nn.Module):
-    def __init__(self, s: float) -> None:
-        super().__init__()
-        self.s = nn.Parameter(torch.tensor(s))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.s * x
-
-
-class OneEdgeSpace(SearchSpace):
-    """One edge whose ``copy`` candidate solves the task (labels are the argmax of the input)."""
-
-    def choices(self) -> Mapping[str, Choice]:
-        return {"op": Choice("op", ("zero", "negate", "copy"))}
-
-    def build(self, arch: Arch) -> nn.Module:
-        return self.supernet().export(arch)
-
-    def supernet(self) -> Supernet:
-        return Supernet(nn.Sequential(MixedOp("op", {"zero": Scale(0.0), "negate": Scale(-1.0), "copy": Scale(1.0)})))
-
-
-def synthetic_data(n: int = 512) -> DataSplits:
-    x = torch.randn(n, 10, generator=torch.Generator().manual_seed(0))
-    data = TensorDataset(x, x.argmax(dim=1))
-    return DataSplits("synthetic", data, data, data, in_channels=1, num_classes=10, input_size=(1, 10))
-
-
-def strategy(name: str, space: SearchSpace, seed: int = 0, **options: object) -> ArchParameters:
-    made = registry.create("strategy", name, options)
-    made.setup(space, SingleMetric("val_acc"), seed=seed)
-    return made
 
 
 def _tiny_darts() -> DartsSpace:
