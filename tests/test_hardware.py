@@ -518,3 +518,55 @@ def test_onnxruntime_without_the_package_is_a_config_error_naming_the_install(mo
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     with pytest.raises(ConfigError, match="pip install onnxruntime onnx"):
         measure_model(_tiny_conv_net(), (1, 1, 8, 8), device="onnxruntime")
+
+
+def _fake_terminal(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float | None]]:
+    """A terminal console patched in (force_terminal, into a buffer); the bar updates it saw."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    import nasforge.cli.console as cli_console
+
+    monkeypatch.setattr(cli_console, "console", Console(force_terminal=True, file=io.StringIO(), width=120))
+    updates: list[tuple[str, float, float | None]] = []
+    real_update = Progress.update
+
+    def update(self: Progress, task_id, **kwargs) -> None:  # noqa: ANN001
+        real_update(self, task_id, **kwargs)
+        task = self._tasks[task_id]
+        updates.append((str(task.description), task.completed, task.total))
+
+    monkeypatch.setattr(Progress, "update", update)
+    return updates
+
+
+def test_profile_and_costmodel_show_a_bar_per_block_and_child_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nasforge.cli import main
+
+    updates = _fake_terminal(monkeypatch)
+    table = tmp_path / "t.json"
+    space = ["--space", "nb201", "--space-options", "{C: 4, N: 1}"]
+    assert main(["profile", *space, "--input-size", "3,8,8", "-o", str(table), "--warmup", "1", "--repeats", "1"]) == 0
+    assert [(c, t) for d, c, t in updates if d == "blocks measured"] == [(float(i), 15) for i in range(1, 16)]
+    updates.clear()
+    fit = ["costmodel", "fit", *space, "--table", str(table), "--archs", "3", "--repeats", "1", "-o", str(tmp_path / "m.pkl")]
+    assert main(fit) == 0
+    assert [(c, t) for d, c, t in updates if d == "children measured"] == [(1.0, 3), (2.0, 3), (3.0, 3)]
+
+
+def test_profile_and_costmodel_print_no_progress_into_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nasforge.cli import main
+
+    table = tmp_path / "t.json"
+    space = ["--space", "nb201", "--space-options", "{C: 2, N: 1}"]
+    assert main(["profile", *space, "--input-size", "1,8,8", "-o", str(table), "--warmup", "1", "--repeats", "1"]) == 0
+    fit = ["costmodel", "fit", *space, "--table", str(table), "--archs", "2", "--repeats", "1", "-o", str(tmp_path / "m.pkl")]
+    assert main(fit) == 0
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err):
+        assert "blocks measured" not in text and "children measured" not in text
+        assert "━" not in text and "\x1b[" not in text

@@ -266,6 +266,46 @@ def test_search_with_tensorboard_true_writes_event_files(tmp_path: Path) -> None
     assert len(_events(run / "tb" / "trials" / "trial-0001").Scalars("epoch/train_loss")) == 2
 
 
+def _tb_search(tmp_path: Path, strategy: dict, estimator: dict, trials: int) -> Path:
+    config = {
+        "name": "tb-epochs",
+        "seed": 1,
+        "threads": 1,
+        "data": {"type": "digits", "train_limit": 128, "test_limit": 32},
+        "space": {"type": "nb201", "C": 4, "N": 1},
+        "strategy": strategy,
+        "estimator": estimator,
+        "budget": {"trials": trials},
+        "tensorboard": True,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["search", str(path), "--run-dir", str(run), "--quiet"]) == 0
+    return run
+
+
+def test_tensorboard_per_epoch_curves_of_a_supernet_search(tmp_path: Path) -> None:
+    """The supernet's epochs (trained before the first trial) as epoch/supernet/train_loss, step = epoch."""
+    pytest.importorskip("tensorboard")
+    estimator = {"type": "supernet", "rule": "spos", "epochs": 3, "batch_size": 32, "bn_batches": 1}
+    run = _tb_search(tmp_path, {"type": "random"}, estimator, trials=2)
+    acc = _events(run / "tb")
+    curve = acc.Scalars("epoch/supernet/train_loss")
+    assert [e.step for e in curve] == [1, 2, 3]
+    assert all(e.value > 0 for e in curve)
+    assert [e.step for e in acc.Scalars("objective/val_acc")] == [0, 1]
+
+
+def test_tensorboard_per_epoch_curves_of_a_dnas_search(tmp_path: Path) -> None:
+    """DARTS epochs (one per trial) as epoch/dnas/train_loss, val_acc and val_loss, step = search epoch."""
+    pytest.importorskip("tensorboard")
+    run = _tb_search(tmp_path, {"type": "darts", "epochs": 2}, {"type": "dnas", "batch_size": 32}, trials=2)
+    acc = _events(run / "tb")
+    for name in ("train_loss", "val_acc", "val_loss"):
+        assert [e.step for e in acc.Scalars(f"epoch/dnas/{name}")] == [1, 2], name
+
+
 def test_tensorboard_missing_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

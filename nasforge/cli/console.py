@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from rich.table import Table
 
 from nasforge.core.trial import Trial
 
-__all__ = ["console", "err_console", "log", "setup_logging", "fmt", "trial_table", "progress_bar"]
+__all__ = [
+    "console", "err_console", "log", "setup_logging", "fmt", "trial_table", "progress_bar", "step_progress",
+    "epoch_progress",
+]
 
 
 class _Console(Console):
@@ -86,3 +90,32 @@ def progress_bar(label: str, *, disable: bool) -> Progress:
         console=console,
         disable=disable,
     )
+
+
+@contextmanager
+def step_progress(label: str, what: str) -> Iterator[Callable[[int, int], None]]:
+    """``progress(done, total)`` for a loop of measurements (blocks, children), drawn as a bar on
+    :data:`console` only when it is a terminal (pipes and logs get nothing)."""
+    with progress_bar(label, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield progress
+
+
+def epoch_progress(bar: Progress) -> Callable[[str, int, int, Mapping[str, float]], None]:
+    """A :class:`~nasforge.core.estimator.Context` ``progress`` callable drawing the epochs of a
+    trial as a second task of ``bar`` (reset whenever the epochs start over)."""
+    tasks: dict[str, Any] = {}
+
+    def progress(what: str, done: int, total: int, metrics: Mapping[str, float]) -> None:
+        if bar.disable:
+            return
+        shown = "  ".join(f"{k} {fmt(float(v))}" for k, v in metrics.items())
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done, total=total, description=f"{what} {done}/{total}  {shown}")
+
+    return progress

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from nasforge.cli.console import console
+from nasforge.cli.console import console, step_progress
 from nasforge.core import registry
 from nasforge.core.errors import ConfigError
 
@@ -43,9 +43,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         reason = (no_energy_counter_reason() if args.device == "cpu"
                   else "energy not measured: RAPL energy is read on --device cpu (PyTorch) only")
         console.print(reason, soft_wrap=True, markup=False)
-    table = profile_space(
-        space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats, energy=measure_energy
-    )
+    with step_progress("profile", "blocks measured") as progress:
+        table = profile_space(
+            space, [args.batch, *size], args.device, args.threads, args.warmup, args.repeats, energy=measure_energy,
+            progress=progress,
+        )
     if args.merge:
         table = LatencyTable.load(args.merge).merge(table)
     table.save(args.out)
@@ -80,7 +82,10 @@ def cmd_costmodel(args: argparse.Namespace) -> int:
             raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
         table = LatencyTable.load(args.table)
         console.print(f"measuring {args.archs} sampled children end to end to fit {args.model!r}")
-        fitted = fit_cost_model(args.space, options, table, args.model, args.archs, seed=args.seed, repeats=args.repeats)
+        with step_progress("costmodel fit", "children measured") as progress:
+            fitted = fit_cost_model(
+                args.space, options, table, args.model, args.archs, seed=args.seed, repeats=args.repeats, progress=progress
+            )
         fitted.save(args.out)
         scores = fitted.fit_scores
         console.print(
@@ -94,9 +99,11 @@ def cmd_costmodel(args: argparse.Namespace) -> int:
     if not fitted.fit_archs:
         console.print(f"note: {args.model_file} does not record its training archs (saved by an older nasforge); "
                       "some evaluation children may be among them")
-    archs, measured = measure_children(
-        fitted.space(), fitted.table, args.archs, seed=args.seed + 1, repeats=args.repeats, exclude=fitted.fit_archs
-    )
+    with step_progress("costmodel eval", "children measured") as progress:
+        archs, measured = measure_children(
+            fitted.space(), fitted.table, args.archs, seed=args.seed + 1, repeats=args.repeats, exclude=fitted.fit_archs,
+            progress=progress,
+        )
     naive = np.array([fitted.table.predict(a) for a in archs])
     report = Table(title=f"{fitted.name} vs the table's naive sum on {len(archs)} held-out children")
     for column in ("model", "RMSE ms", "Spearman", "within ±10%"):

@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nasforge.cli.arguments import whole_number
-from nasforge.cli.console import console, err_console, fmt, log, progress_bar, setup_logging, trial_table
+from nasforge.cli.console import (
+    console,
+    epoch_progress,
+    err_console,
+    fmt,
+    log,
+    progress_bar,
+    setup_logging,
+    trial_table,
+)
 from nasforge.cli.train import load_run, train_and_report
 from nasforge.core.errors import CheckpointError, ConfigError
 from nasforge.core.trial import Trial
@@ -167,6 +177,8 @@ def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: P
                 console.print(f"  {len(result.trials)} trials done, {best_text}")
 
         runner = experiment.runner(run_dir, on_trial)
+        if not bar.disable:  # a trial's epochs as a second bar (only scratch/supernet/dnas report them)
+            runner.context = replace(runner.context, progress=epoch_progress(bar))
         try:
             result = runner.run(resume=bool(args.resume))
         finally:
@@ -195,7 +207,7 @@ def _search(args: argparse.Namespace, config: Any, config_path: Path, run_dir: P
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from nasforge.runner.pipeline import load_pipeline, load_run, run_pipeline
+    from nasforge.runner.pipeline import load_pipeline, load_run, plan, run_pipeline
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -208,15 +220,37 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     setup_logging(run_dir, args.verbose)
     console.print(f"[bold]nasforge pipeline[/bold] {config.name}  ->  run directory [cyan]{run_dir}[/cyan]")
 
-    def on_trial(step: str, trial: Trial, result: SearchResult) -> None:
-        status = "failed" if not trial.values else f"{fmt(trial.values[0])}"
-        log.info("step %s trial %d: %s", step, trial.number, status)
+    steps = plan(config)
+    with progress_bar("pipeline", disable=not console.is_terminal) as bar:
+        step_task = bar.add_task("", total=len(steps))
+        trial_task = bar.add_task("", total=None, visible=False)
+        counted: set[str] = set()
 
-    try:
-        outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=console.print, on_trial=on_trial)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted; continue the pipeline with `nasforge pipeline --resume {run_dir}`")
-        return 130
+        def report(line: str) -> None:
+            console.print(line)
+            for number, name in enumerate(steps, start=1):  # "step N/M NAME (kind): done earlier/finished"
+                if line.startswith(f"step {number}/{len(steps)} {name} ") and ": running" not in line:
+                    counted.add(name)
+                elif line.startswith(f"step {number}/{len(steps)} {name} "):
+                    bar.update(step_task, description=f"step {name}")
+                    bar.reset(trial_task, total=None, visible=False)
+            bar.update(step_task, completed=len(counted))
+
+        def on_trial(step: str, trial: Trial, result: SearchResult) -> None:
+            status = "failed" if not trial.values else f"{fmt(trial.values[0])}"
+            log.info("step %s trial %d: %s", step, trial.number, status)
+            best = result.best(1)
+            best_text = f" | best {fmt(best[0].values[0])}" if best else ""
+            bar.update(
+                trial_task, completed=len(result.trials), visible=True,
+                description=f"{step}: trial {trial.number}: {status}{best_text}",
+            )
+
+        try:
+            outputs = run_pipeline(config, run_dir, resume=bool(args.resume), report=report, on_trial=on_trial)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted; continue the pipeline with `nasforge pipeline --resume {run_dir}`")
+            return 130
     for step, values in outputs.items():
         shown = {k: v for k, v in values.items() if k in ("best", "value", "hparams", "test_acc") and v != {}}
         console.print(f"  {step}: " + ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in shown.items()))

@@ -166,7 +166,16 @@ def cmd_eval_arch(args: argparse.Namespace) -> int:
     arch = arch_from_text(experiment.space, args.arch, args.index)
     runner = experiment.runner(run_dir=None)
     ctx = replace(runner.context, run_dir=None, seed=derive_seed(config.seed, "eval-arch"))
-    result = experiment.estimator.estimate(arch, ctx)
+    if console.is_terminal:  # a spinner, its text the estimator's last epoch; nothing in pipes
+        with console.status(f"estimating {experiment.space.format(arch)} with {config.estimator.type}") as spinner:
+
+            def progress(what: str, done: int, total: int, metrics: Any) -> None:
+                shown = "  ".join(f"{k} {fmt(float(v))}" for k, v in metrics.items())
+                spinner.update(f"estimating with {config.estimator.type}: {what} {done}/{total}  {shown}")
+
+            result = experiment.estimator.estimate(arch, replace(ctx, progress=progress))
+    else:
+        result = experiment.estimator.estimate(arch, ctx)
     runner.store.close()
     console.print(f"{experiment.space.format(arch)}")
     for key, value in {**result.metrics, **{f"cost.{k}": v for k, v in result.cost.items()}}.items():

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from nasforge.core.arch import Arch
 from nasforge.core.component import Component
@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from nasforge.core.objective import Objective
     from nasforge.core.space import SearchSpace
 
-__all__ = ["Context", "Estimator", "check_reported_metrics"]
+__all__ = ["Context", "Estimator", "EpochProgress", "check_reported_metrics"]
+
+
+class EpochProgress(Protocol):
+    """``progress(what, done, total, metrics)``: ``done`` of ``total`` epochs of ``what`` (e.g.
+    ``"epoch"``, ``"supernet epoch"``, ``"dnas epoch"``) finished, with that epoch's metrics."""
+
+    def __call__(self, what: str, done: int, total: int, metrics: Mapping[str, float]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,9 @@ class Context:
         log: logger to report progress to.
         arch_parameters: the strategy's architecture parameters when it is differentiable
             (DARTS, GDAS, ...), for estimators that train them with the supernet; else None.
+        progress: called after every training epoch by estimators that train
+            (:class:`EpochProgress`), so a terminal can show a bar; None (the default, and
+            always in worker processes): nobody is watching. Estimators never draw anything.
     """
 
     space: SearchSpace
@@ -45,6 +55,15 @@ class Context:
     run_dir: Path | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("nasforge"))
     arch_parameters: ArchParameters | None = None
+    progress: EpochProgress | None = None
+
+    def report_epoch(self, what: str, done: int, total: int, metrics: Mapping[str, float]) -> None:
+        """Call :attr:`progress` if set; a failing progress display never stops training."""
+        if self.progress is not None:
+            try:
+                self.progress(what, done, total, metrics)
+            except Exception:  # noqa: BLE001 - a display, not the work
+                self.log.debug("progress callback failed", exc_info=True)
 
 
 class Estimator(Component, ABC):

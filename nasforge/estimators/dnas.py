@@ -165,6 +165,7 @@ class DifferentiableSupernetEstimator(Estimator):
         self._pending: dict[str, Any] | None = None  # state loaded before the supernet exists
         self._options: dict[str, Any] = {}  # the supernet's space.supernet() options
         self._unbilled = 0.0
+        self._curves: dict[str, list[list[float]]] = {}  # per-epoch points not yet in a trial's extras
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -478,6 +479,8 @@ class DifferentiableSupernetEstimator(Estimator):
         arch.end_epoch()
         self._epoch = arch.epoch
         ctx.log.info("dnas epoch %d/%d: train loss %.4f", arch.epoch, arch.epochs, loss)
+        self._curves.setdefault("dnas/train_loss", []).append([arch.epoch, loss])
+        ctx.report_epoch("dnas epoch", arch.epoch, arch.epochs, {"train_loss": loss})
         if path is not None:
             save_checkpoint(
                 path,
@@ -528,7 +531,14 @@ class DifferentiableSupernetEstimator(Estimator):
         }
         seconds = time.perf_counter() - started + self._unbilled
         self._unbilled = 0.0
-        return Result(metrics=metrics, cost={"seconds": seconds}, extras={"search_epoch": self._epoch})
+        extras: dict[str, Any] = {"search_epoch": self._epoch}
+        curves, self._curves = self._curves, {}
+        if self._epoch:  # the scored arch after this many epochs: the search's accuracy curve
+            for name in ("val_acc", "val_loss"):
+                curves.setdefault(f"dnas/{name}", []).append([self._epoch, metrics[name]])
+        if curves:  # TensorBoard's epoch/ curves (step = search epoch)
+            extras["epochs"] = curves
+        return Result(metrics=metrics, cost={"seconds": seconds}, extras=extras)
 
     # -- state -----------------------------------------------------------------------------------
 

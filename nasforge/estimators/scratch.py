@@ -136,6 +136,7 @@ class ScratchTraining(Estimator):
                 metrics["train_loss"],
                 metrics["train_acc"],
             )
+            ctx.report_epoch("epoch", epoch, n_epochs, metrics)
 
         report = train_model(
             model,

@@ -233,6 +233,7 @@ class SupernetEstimator(Estimator):
         self._dirty = False  # in-memory weights differ from every slot (a failed ENAS step)
         self._data: tuple[int, tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
         self._unbilled = 0.0  # seconds of supernet training not yet reported in a trial's cost
+        self._curves: dict[str, list[list[float]]] = {}  # per-epoch points not yet in a trial's extras
 
     @property
     def rule_name(self) -> str:
@@ -352,6 +353,8 @@ class SupernetEstimator(Estimator):
                 ctx.log.info(
                     "supernet (%s) epoch %d/%d: train loss %.4f", self.rule_name, trainer.epochs_done, self.total_epochs, loss
                 )
+                self._curves.setdefault("supernet/train_loss", []).append([trainer.epochs_done, loss])
+                ctx.report_epoch("supernet epoch", trainer.epochs_done, self.total_epochs, {"train_loss": loss})
             self._unbilled += time.perf_counter() - started
         return trainer
 
@@ -381,6 +384,8 @@ class SupernetEstimator(Estimator):
                 loss = self._arch_epoch(trainer, arch, self._tensors(ctx)[1])
             arch.end_epoch()
             ctx.log.info("architecture epoch %d/%d on the trained supernet: loss %.4f", arch.epoch, arch.epochs, loss)
+            self._curves.setdefault("supernet/arch_loss", []).append([arch.epoch, loss])
+            ctx.report_epoch("architecture epoch", arch.epoch, arch.epochs, {"arch_loss": loss})
             self._unbilled += time.perf_counter() - started
 
     @staticmethod
@@ -445,6 +450,8 @@ class SupernetEstimator(Estimator):
         }
         seconds = time.perf_counter() - started + self._unbilled
         self._unbilled = 0.0
+        if self._curves:  # the epochs trained since the last trial (TensorBoard's epoch/ curves)
+            extras["epochs"], self._curves = self._curves, {}
         return Result(metrics=metrics, cost={"seconds": seconds}, extras=extras)
 
     def state_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ on children it has not seen, next to the table's naive sum.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,14 +66,18 @@ def measure_children(
     warmup: int = 3,
     repeats: int = 10,
     exclude: Iterable[Arch] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Arch], np.ndarray]:
     """``n`` distinct sampled archs outside ``exclude`` and their end-to-end latency (ms), measured
-    as the table's blocks were: its device and CPU threads."""
+    as the table's blocks were: its device and CPU threads. ``progress(done, total)`` is called
+    after each child."""
     archs = distinct_archs(space, n, seed=seed, exclude=exclude)
     device = str(table.device.get("device", "cpu"))
-    measured = [
-        measure_model(space.build(a), table.input_shape, device, warmup, repeats, threads=table.threads) for a in archs
-    ]
+    measured = []
+    for done, arch in enumerate(archs, start=1):
+        measured.append(measure_model(space.build(arch), table.input_shape, device, warmup, repeats, threads=table.threads))
+        if progress is not None:
+            progress(done, len(archs))
     return archs, np.asarray(measured, dtype=np.float64)
 
 
@@ -127,11 +131,15 @@ def fit_cost_model(
     seed: int = 0,
     warmup: int = 3,
     repeats: int = 10,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FittedCostModel:
-    """Measure ``n_archs`` children end to end and fit ``model_name`` on them."""
+    """Measure ``n_archs`` children end to end (``progress(done, total)`` after each) and fit
+    ``model_name`` on them."""
     space = registry.create("space", space_type, space_options, context=input_context(table.input_shape), where="--space")
     model = make_cost_model(model_name, seed=seed)
-    archs, measured = measure_children(space, table, n_archs, seed=seed, warmup=warmup, repeats=repeats)
+    archs, measured = measure_children(
+        space, table, n_archs, seed=seed, warmup=warmup, repeats=repeats, progress=progress
+    )
     features = table_features(table, archs)
     model.fit(features, measured)
     fitted = FittedCostModel(model_name, model, space_type, dict(space_options), table, fit_archs=archs)

@@ -377,6 +377,7 @@ def profile_space(
     repeats: int = 10,
     calibrate: int = 3,
     energy: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
     """Measure every distinct block of ``space``'s supernet at ``input_shape`` (batch included).
 
@@ -385,7 +386,8 @@ def profile_space(
     whole sampled networks are then timed to set :attr:`LatencyTable.overhead_ms` (0: none). With
     ``energy`` (CPU only) each block's energy per forward is recorded too where a RAPL counter is
     readable (:func:`energy_counter`; :func:`no_energy_counter_reason` says why not). The space
-    must offer ``supernet()`` (cell and blockwise spaces do).
+    must offer ``supernet()`` (cell and blockwise spaces do). ``progress(done, total)`` is called
+    after each distinct block is measured.
     """
     if not isinstance(space, HasSupernet):
         raise ConfigError(f"{type(space).__name__} has no supernet(); profiling needs every candidate module")
@@ -394,6 +396,7 @@ def profile_space(
         layers: list[dict[str, Any]] = []
         blocks: dict[str, float] = {}
         energy_mj: dict[str, float] = {}
+        todo: dict[str, tuple[nn.Module, Sequence[int]]] = {}  # distinct blocks, first occurrence
         for module, shape in choice_inputs(space, supernet, input_shape):
             keys = {}
             for value, candidate in zip(module.values, module.ops, strict=True):
@@ -401,12 +404,15 @@ def profile_space(
                     out_shape = tuple(candidate.eval()(torch.zeros(*shape)).shape)
                 key = f"{value}|{_shape_text(shape)}|{_shape_text(out_shape)}"
                 keys[str(value)] = key
-                if key not in blocks:
-                    blocks[key] = measure_model(candidate, shape, device, warmup, repeats, threads=threads)
-                    mj = measure_energy(candidate, shape) if energy and device == "cpu" else None
-                    if mj is not None:
-                        energy_mj[key] = mj
+                todo.setdefault(key, (candidate, shape))
             layers.append({"choice": module.name, "blocks": keys})
+        for done, (key, (candidate, shape)) in enumerate(todo.items(), start=1):
+            blocks[key] = measure_model(candidate, shape, device, warmup, repeats, threads=threads)
+            mj = measure_energy(candidate, shape) if energy and device == "cpu" else None
+            if mj is not None:
+                energy_mj[key] = mj
+            if progress is not None:
+                progress(done, len(todo))
         table = LatencyTable(device_description(device), list(input_shape), layers, blocks, energy_mj)
         if calibrate:
             rows = table_vs_measured(space, table, calibrate, seed=1, repeats=repeats, warmup=warmup)

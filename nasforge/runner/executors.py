@@ -84,7 +84,7 @@ class Workload:
     def to_bytes(self) -> bytes:
         """The workload pickled (without the driver's data when workers load their own)."""
         sent = self if self.data_spec is None else replace(self, context=replace(self.context, data=None))
-        sent = replace(sent, context=replace(sent.context, arch_parameters=None))
+        sent = replace(sent, context=replace(sent.context, arch_parameters=None, progress=None))
         try:
             return pickle.dumps(sent)
         except Exception as exc:  # an estimator holding a lock, an open file, a lambda

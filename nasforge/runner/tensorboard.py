@@ -5,7 +5,11 @@
 
 - ``tb/``: per trial (step = trial number) its objective values (``objective/NAME``), the best so
   far (``best/NAME``), its metrics (``metrics/NAME``), cost (``cost/NAME``) and numeric extras
-  (``extras/NAME``, e.g. a supernet's training loss); for a differentiable strategy the
+  (``extras/NAME``, e.g. a supernet's training loss); the run-level per-epoch curves of
+  weight-sharing estimators (``epoch/supernet/train_loss``, ``epoch/supernet/arch_loss``,
+  ``epoch/dnas/train_loss``, ``epoch/dnas/val_acc``, ``epoch/dnas/val_loss``; step = epoch),
+  which the estimator hands over in a trial's ``extras["epochs"]`` as ``{NAME: [[epoch, value],
+  ...]}`` (the epochs trained since the trial before); for a differentiable strategy the
   architecture weights of each epoch (``alphas/EDGE/CANDIDATE`` scalars and one ``alphas/EDGE``
   histogram, step = epoch, from the strategy's ``snapshot()``);
 - ``tb/trials/trial-NNNN/``: one HParams session per trial (the arch's choices and the seed as
@@ -98,9 +102,21 @@ class TensorBoardObserver:
         for name, value in trial.extras.items():
             if name != "elapsed" and _finite(value):
                 w.add_scalar(f"extras/{name}", float(value), step)
+        self._epoch_curves(trial.extras.get("epochs"))
         self._alphas()
         self._session(trial)
         w.flush()
+
+    def _epoch_curves(self, curves: Any) -> None:
+        """``extras["epochs"]``: ``{NAME: [[epoch, value], ...]}`` as ``epoch/NAME`` (step = epoch)."""
+        if not isinstance(curves, Mapping):
+            return
+        for name, points in curves.items():
+            if not isinstance(points, list):
+                continue
+            for point in points:
+                if isinstance(point, (list, tuple)) and len(point) == 2 and _finite(point[1]):
+                    self.writer.add_scalar(f"epoch/{name}", float(point[1]), int(point[0]))
 
     def _track_best(self, trial: Trial) -> None:
         if not trial.ok or not trial.values:
