@@ -29,7 +29,8 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from nasforge.core.errors import NasforgeError
 from nasforge.core.registry import register
-from nasforge.runner.executors import Executor, Job, Outcome, Workload, run_job
+from nasforge.runner.executors import Job, Outcome, Workload, run_job
+from nasforge.runner.pool import PoolExecutor, PoolSlot
 
 __all__ = ["LocalExecutor"]
 
@@ -66,18 +67,18 @@ def _worker_main(conn: Connection, payload: bytes, threads: int, device: str | N
         conn.send(("done", job.number, outcome))
 
 
-class _Slot:
-    """One worker process and the trial it runs."""
+class _Slot(PoolSlot):
+    """One worker process and the trial it runs (``started``: when the worker began it, not when
+    it was sent)."""
 
     def __init__(self, process: Any, conn: Connection) -> None:
+        super().__init__()
         self.process = process
         self.conn = conn
-        self.job: Job | None = None
-        self.started: float | None = None  # when the worker began the trial (not when it was sent)
 
 
 @register("executor", "local")
-class LocalExecutor(Executor):
+class LocalExecutor(PoolExecutor):
     """A pool of ``workers`` processes on this machine running trials in parallel.
 
     Torch threads are split between workers: each sets ``torch.set_num_threads(max(1, threads
@@ -144,10 +145,6 @@ class LocalExecutor(Executor):
 
     # -- trials ----------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        self._queue.append(job)
-        self._dispatch()
-
     def _dispatch(self) -> None:
         for slot in self._slots:
             if not self._queue:
@@ -159,44 +156,11 @@ class LocalExecutor(Executor):
                 except (BrokenPipeError, OSError):
                     pass  # the worker died; its sentinel reports it and the job is retried or failed
 
-    def _fault(self, slot: _Slot, reason: str, outcomes: list[Outcome]) -> None:
-        job = slot.job
-        slot.job = None
-        self._replace(slot)
-        if job is None:
-            return
-        retry = self.fault(job, reason)
-        if isinstance(retry, Job):
-            self._queue.appendleft(retry)
-        else:
-            outcomes.append(retry)
-
-    def wait(self, timeout: float | None = None) -> list[Outcome]:
-        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            outcomes: list[Outcome] = []
-            now = time.monotonic()
-            limit = None if end is None else max(0.0, end - now)
-            if self.timeout_s is not None:
-                for slot in self._slots:
-                    if slot.job is not None and slot.started is not None:
-                        left = max(0.0, slot.started + self.timeout_s - now)
-                        limit = left if limit is None else min(limit, left)
-            ready = set(wait([s.conn for s in self._slots] + [s.process.sentinel for s in self._slots], limit))
-            for slot in list(self._slots):
-                if slot.conn in ready or slot.process.sentinel in ready:
-                    self._receive(slot, outcomes)
-            now = time.monotonic()
-            if self.timeout_s is not None:
-                for slot in list(self._slots):
-                    if slot.job is not None and slot.started is not None and now - slot.started > self.timeout_s:
-                        took = now - slot.started
-                        self._fault(slot, f"timed out: ran {took:.3g} s, past timeout_s={self.timeout_s:g}; its worker was killed", outcomes)
-            self._dispatch()
-            if outcomes or (end is not None and time.monotonic() >= end):
-                return outcomes
-            if not self._queue and all(s.job is None for s in self._slots):
-                return outcomes
+    def _collect(self, limit: float | None, outcomes: list[Outcome]) -> None:
+        ready = set(wait([s.conn for s in self._slots] + [s.process.sentinel for s in self._slots], limit))
+        for slot in list(self._slots):
+            if slot.conn in ready or slot.process.sentinel in ready:
+                self._receive(slot, outcomes)
 
     def _receive(self, slot: _Slot, outcomes: list[Outcome]) -> None:
         while True:
@@ -210,7 +174,7 @@ class LocalExecutor(Executor):
             if tag == "start":
                 slot.started = time.monotonic()
             elif tag == "done":
-                slot.job, slot.started = None, None
+                slot.clear()
                 outcomes.append(message[2])
             elif tag == "user":
                 raise message[3] if isinstance(message[3], NasforgeError) else NasforgeError(message[2])
@@ -219,13 +183,6 @@ class LocalExecutor(Executor):
         if not slot.process.is_alive():
             slot.process.join()
             self._fault(slot, f"its worker process died ({_exit_reason(slot.process.exitcode)})", outcomes)
-
-    def cancel(self) -> None:
-        self._queue.clear()
-        for slot in list(self._slots):
-            if slot.job is not None:
-                slot.job = None
-                self._replace(slot)
 
     def close(self) -> None:
         self._queue = deque()

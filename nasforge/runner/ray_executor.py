@@ -26,13 +26,14 @@ import os
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from nasforge.core.errors import ConfigError, NasforgeError
 from nasforge.core.registry import register
-from nasforge.runner.executors import Executor, Job, Outcome, Workload, run_job
+from nasforge.runner.executors import Job, Outcome, Workload, run_job
+from nasforge.runner.pool import PoolExecutor, PoolSlot
 
 __all__ = ["RayExecutor", "INSTALL_HINT"]
 
@@ -81,19 +82,22 @@ class _Worker:
             return "user", exc
 
 
-class _Slot:
-    """One actor, whether it finished starting, and the trial it runs."""
+class _Slot(PoolSlot):
+    """One actor, whether it finished starting, and the trial it runs (``ref``: its result)."""
 
     def __init__(self, actor: Any, ready: Any) -> None:
+        super().__init__()
         self.actor = actor
         self.ready_ref: Any = ready  # None once the actor reported ready
-        self.job: Job | None = None
         self.ref: Any = None
-        self.started: float | None = None
+
+    def clear(self) -> None:
+        super().clear()
+        self.ref = None
 
 
 @register("executor", "ray")
-class RayExecutor(Executor):
+class RayExecutor(PoolExecutor):
     """Trials in ``workers`` Ray actors, each holding the workload (needs ``pip install nasforge[ray]``).
 
     Without ``address`` (and when Ray is not already initialised in this process) a local Ray
@@ -114,6 +118,8 @@ class RayExecutor(Executor):
             is recorded as failed.
         threads: torch threads in each actor; None: ``max(1, floor(num_cpus))``.
     """
+
+    killed: ClassVar[str] = "its Ray actor was killed"
 
     def __init__(
         self,
@@ -186,10 +192,6 @@ class RayExecutor(Executor):
 
     # -- trials ----------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        self._queue.append(job)
-        self._dispatch()
-
     def _dispatch(self) -> None:
         for slot in self._slots:
             if not self._queue:
@@ -199,57 +201,21 @@ class RayExecutor(Executor):
                 slot.ref = slot.actor.run.remote(slot.job)
                 slot.started = time.monotonic()
 
-    def _fault(self, slot: _Slot, reason: str, outcomes: list[Outcome]) -> None:
-        job = slot.job
-        slot.job, slot.ref, slot.started = None, None, None
-        self._replace(slot)
-        if job is None:
-            return
-        retry = self.fault(job, reason)
-        if isinstance(retry, Job):
-            self._queue.appendleft(retry)
-        else:
-            outcomes.append(retry)
-
-    def wait(self, timeout: float | None = None) -> list[Outcome]:
+    def _collect(self, limit: float | None, outcomes: list[Outcome]) -> None:
         ray = self._ray
-        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            outcomes: list[Outcome] = []
-            now = time.monotonic()
-            limit = None if end is None else max(0.0, end - now)
-            if self.timeout_s is not None:
-                for slot in self._slots:
-                    if slot.job is not None and slot.started is not None:
-                        left = max(0.0, slot.started + self.timeout_s - now)
-                        limit = left if limit is None else min(limit, left)
-            refs = {}
-            for slot in self._slots:
-                if slot.ref is not None:
-                    refs[slot.ref] = slot
-                elif slot.ready_ref is not None:
-                    refs[slot.ready_ref] = slot
-            if refs:
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=limit)
-                # everything else already finished too, without waiting again
-                ready = set(ready) | set(ray.wait(list(refs), num_returns=len(refs), timeout=0)[0])
-                for ref in ready:
-                    self._receive(refs[ref], ref, outcomes)
-            now = time.monotonic()
-            if self.timeout_s is not None:
-                for slot in list(self._slots):
-                    if slot.job is not None and slot.started is not None and now - slot.started > self.timeout_s:
-                        took = now - slot.started
-                        self._fault(
-                            slot,
-                            f"timed out: ran {took:.3g} s, past timeout_s={self.timeout_s:g}; its Ray actor was killed",
-                            outcomes,
-                        )
-            self._dispatch()
-            if outcomes or (end is not None and time.monotonic() >= end):
-                return outcomes
-            if not self._queue and all(s.job is None for s in self._slots):
-                return outcomes
+        refs = {}
+        for slot in self._slots:
+            if slot.ref is not None:
+                refs[slot.ref] = slot
+            elif slot.ready_ref is not None:
+                refs[slot.ready_ref] = slot
+        if not refs:
+            return
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=limit)
+        # everything else already finished too, without waiting again
+        ready = set(ready) | set(ray.wait(list(refs), num_returns=len(refs), timeout=0)[0])
+        for ref in ready:
+            self._receive(refs[ref], ref, outcomes)
 
     def _receive(self, slot: _Slot, ref: Any, outcomes: list[Outcome]) -> None:
         ray = self._ray
@@ -262,17 +228,10 @@ class RayExecutor(Executor):
             self._check_ready(slot, value)
             return
         tag, payload = value
-        slot.job, slot.ref, slot.started = None, None, None
+        slot.clear()
         if tag == "user":
             raise payload if isinstance(payload, NasforgeError) else NasforgeError(str(payload))
         outcomes.append(payload)
-
-    def cancel(self) -> None:
-        self._queue.clear()
-        for slot in list(self._slots):
-            if slot.job is not None:
-                slot.job, slot.ref, slot.started = None, None, None
-                self._replace(slot)
 
     def close(self) -> None:
         self._queue = deque()
