@@ -440,3 +440,33 @@ def test_any_arch_string_parses_or_exits_2(
     except _Parsed:
         return
     assert status == 2
+
+
+def test_dnas_nesterov_without_momentum_is_a_clear_error() -> None:
+    """The dnas weights' SGD is checked as every trainer's: Nesterov needs momentum (not a torch
+    ValueError at the first epoch)."""
+    from nasforge.core import registry
+    from nasforge.core.errors import ConfigError
+    from nasforge.spaces.nb201 import NB201Space
+
+    estimator = registry.create("estimator", "dnas", {"momentum": 0.0, "nesterov": True}, context={"space": NB201Space(C=4, N=1)})
+    strategy = registry.create("strategy", "darts", {})
+    with pytest.raises(ConfigError, match="nesterov.*momentum|momentum.*nesterov"):
+        estimator._sgd(strategy)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "CONFIG", "--set", "space.C=[1"],
+        ["profile", "--space", "nb201", "--input-size", "1,8,8", "--space-options", "[1", "-o", "OUT"],
+        ["costmodel", "fit", "--space", "nb201", "--table", "OUT", "--space-options", "{C: [", "-o", "OUT"],
+    ],
+)
+def test_malformed_yaml_in_an_option_names_it(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("space: {type: nb201, C: 4, N: 1}\nstrategy: random\nestimator: scratch\n")
+    args = [str(config) if a == "CONFIG" else str(tmp_path / "out.json") if a == "OUT" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not valid YAML" in err

@@ -7,6 +7,9 @@ what is allowed, which :func:`nasforge.cli.main` prints as one line with exit st
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import yaml
 
 from nasforge.core.errors import ConfigError
 
@@ -27,3 +30,14 @@ def whole_number(flag: str, minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"{flag} value"
     return parse
+
+
+def yaml_mapping(flag: str, text: str | None) -> dict[str, Any]:
+    """The YAML mapping an option such as ``--space-options`` holds (none: empty)."""
+    try:
+        value = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{flag} {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a YAML mapping such as '{{C: 8, N: 1}}', got {text!r}")
+    return value

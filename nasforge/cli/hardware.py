@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
 from rich.table import Table
 
+from nasforge.cli.arguments import yaml_mapping
 from nasforge.cli.console import console, step_progress
 from nasforge.core import registry
 from nasforge.core.errors import ConfigError
@@ -28,9 +28,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         table_vs_measured,
     )
 
-    options = yaml.safe_load(args.space_options) if args.space_options else {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
+    options = yaml_mapping("--space-options", args.space_options)
     try:
         size = [int(d) for d in args.input_size.split(",")]
     except ValueError:
@@ -77,9 +75,7 @@ def cmd_costmodel(args: argparse.Namespace) -> int:
     if args.action == "fit":
         if not (args.space and args.table and args.out):
             raise ConfigError("costmodel fit needs --space, --table and -o/--out")
-        options = yaml.safe_load(args.space_options) if args.space_options else {}
-        if not isinstance(options, dict):
-            raise ConfigError(f"--space-options must be a YAML mapping, got {args.space_options!r}")
+        options = yaml_mapping("--space-options", args.space_options)
         table = LatencyTable.load(args.table)
         console.print(f"measuring {args.archs} sampled children end to end to fit {args.model!r}")
         with step_progress("costmodel fit", "children measured") as progress:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchSpace", "ConstrainedSpace"]
 
 #: Spaces up to this size may be enumerated to find the archs a search has not seen yet.
-_ENUMERATE_LIMIT = 1_000_000
+ENUMERATE_LIMIT = 1_000_000
 
 #: Draws rejection sampling makes before it gives up finding a valid arch.
 _SAMPLE_TRIES = 10_000
@@ -106,7 +106,7 @@ class SearchSpace(Component, ABC):
             arch = self.sample(rng)
             if arch not in seen:
                 return arch
-        if self.size() > _ENUMERATE_LIMIT:
+        if self.size() > ENUMERATE_LIMIT:
             return None
         unseen = [arch for arch in self.enumerate() if arch not in seen]
         return unseen[int(rng.integers(len(unseen)))] if unseen else None

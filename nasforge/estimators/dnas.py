@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError
 from torch import Tensor, nn
 
 from nasforge.core import registry
@@ -58,7 +58,7 @@ from nasforge.nn.counters import count_flops, count_params
 from nasforge.nn.mixed import MixedOp, Supernet
 from nasforge.oneshot.bilevel import Cyclic, SearchPlan, WeightRecipe, gradients, unrolled_gradient
 from nasforge.oneshot.trainer import affine_batch_norms, as_tensors, recalibrate_bn
-from nasforge.tasks.training import GradClip, LearningRate, Momentum, WeightDecay, evaluate
+from nasforge.tasks.training import GradClip, LearningRate, Momentum, SGDSettings, WeightDecay, evaluate
 
 __all__ = ["DifferentiableSupernetEstimator", "DNAS_DIR", "ALPHAS_FILE"]
 
@@ -188,14 +188,19 @@ class DifferentiableSupernetEstimator(Estimator):
             return self.arch_fraction
         return arch.arch_fraction if isinstance(arch, SearchPlan) else 0.5
 
-    def _sgd(self, arch: ArchParameters) -> tuple[float, bool]:
-        """``(weight_decay, nesterov)`` of the weights: the options, else the method's, else DARTS'."""
+    def _sgd(self, arch: ArchParameters) -> SGDSettings:
+        """The weights' SGD: weight decay and Nesterov from the options, else the method's, else
+        DARTS'; checked as every trainer's SGD is (Nesterov needs momentum)."""
         recipe = arch.weight_optimizer() if isinstance(arch, WeightRecipe) else {}
         decay = self.weight_decay if self.weight_decay is not None else float(recipe.get("weight_decay", 3e-4))
         nesterov = self.nesterov if self.nesterov is not None else bool(recipe.get("nesterov", False))
-        return decay, nesterov
+        try:
+            return SGDSettings(lr=self.lr, momentum=self.momentum, nesterov=nesterov, weight_decay=decay, grad_clip=None)
+        except ValidationError as exc:
+            raise ConfigError(f"estimator 'dnas': {exc.errors()[0]['msg']} (momentum={self.momentum}, nesterov={nesterov})") from None
 
     def _fingerprint(self, arch: ArchParameters) -> dict[str, Any]:
+        sgd = self._sgd(arch)
         return {
             "strategy": type(arch).__name__,
             "epochs": arch.epochs,
@@ -204,9 +209,9 @@ class DifferentiableSupernetEstimator(Estimator):
             "lr": self.lr,
             "lr_min": self.lr_min,
             "momentum": self.momentum,
-            "weight_decay": self._sgd(arch)[0],
+            "weight_decay": sgd.weight_decay,
             "grad_clip": self.grad_clip,
-            **({"nesterov": True} if self._sgd(arch)[1] else {}),
+            **({"nesterov": True} if sgd.nesterov else {}),
             **({"partial_channels": arch.partial_channels} if arch.partial_channels != 1 else {}),
             **({"arch_fraction": self._fraction(arch)} if self._fraction(arch) != 0.5 else {}),
             **({"evaluation": arch.evaluation_options()} if isinstance(arch, Cyclic) else {}),
@@ -228,19 +233,13 @@ class DifferentiableSupernetEstimator(Estimator):
         self._check_edges(supernet)
         self.supernet = supernet.to(ctx.device)
         self._options = options
-        decay, nesterov = self._sgd(arch)
-        self.optimizer = torch.optim.SGD(
-            self.supernet.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=decay, nesterov=nesterov
-        )
+        sgd = self._sgd(arch)
+        self.optimizer = sgd.optimizer(self.supernet.parameters())
         if first and isinstance(arch, Cyclic):
             with seeded(derive_seed(self._seed, "dnas-evaluator"), ctx.device):
                 self.evaluator = self._build(arch.evaluation_options()).to(ctx.device)
-            self.evaluator_optimizer = torch.optim.SGD(
-                self.evaluator.parameters(),
-                lr=arch.evaluation_lr,
-                momentum=self.momentum,
-                weight_decay=decay,
-            )
+            evaluator_sgd = sgd.model_copy(update={"lr": arch.evaluation_lr, "nesterov": False})
+            self.evaluator_optimizer = evaluator_sgd.optimizer(self.evaluator.parameters())
         if self._pending is not None:
             self._load(self._pending)
             self._pending = None
@@ -445,7 +444,7 @@ class DifferentiableSupernetEstimator(Estimator):
                 lr,
                 momentum=self.momentum,
                 buffers=[optimizer.state.get(w, {}).get("momentum_buffer") for w in weights],
-                weight_decay=self._sgd(arch)[0],
+                weight_decay=optimizer.param_groups[0]["weight_decay"],
             )
         else:
             grads = gradients(arch.loss(self._loss(arch, "arch", xa, ya)), alphas)

@@ -40,6 +40,8 @@ class Conv2d(nn.Conv2d, ValueLayer):
         bias: bool = True,
     ) -> None:
         depthwise = isinstance(groups, ValueExpr)
+        if not depthwise and (not isinstance(groups, int) or groups < 1):
+            raise ValueError(f"Conv2d: groups must be a positive int or in_channels itself (depthwise); got {groups!r}")
         if depthwise and repr(groups) != repr(in_channels):
             raise ValueError("Conv2d: a choice as groups must be in_channels itself (a depthwise conv)")
         if not depthwise and any(int(c) % int(groups) for v in (in_channels, out_channels) for c in _values(v)):

@@ -117,11 +117,6 @@ class FewShotTrainer(SupernetTrainer):
         self.groups = split_groups(space, few_shot)
         self.subs: list[SupernetTrainer] | None = None
 
-    @property
-    def total_epochs(self) -> int:
-        """One-shot epochs plus the sub-supernets' epochs."""
-        return self.settings.epochs + self.few_shot.epochs
-
     def group_of(self, arch: Arch) -> int:
         """The index of the sub-supernet ``arch`` belongs to (its values on the split edges)."""
         return group_of(self.groups, arch)
@@ -159,9 +154,6 @@ class FewShotTrainer(SupernetTrainer):
         loss = float(np.mean([sub.train_epoch(train) for sub in self.subs]))
         self.epochs_done += 1
         return loss
-
-    def train_arch(self, arch: Arch, train: tuple[Tensor, Tensor], steps: int) -> float:
-        raise ConfigError("few_shot does not train asked archs (rule enas)")
 
     # -- scoring ---------------------------------------------------------------------------------
 

@@ -100,7 +100,10 @@ def _set_dotted(raw: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like key.subkey=value")
     key, _, text = assignment.partition("=")
-    value = yaml.safe_load(text) if text else None
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:

@@ -259,13 +259,6 @@ class Runner:
     def _trial_context(self, number: int) -> Context:
         return replace(self.context, seed=derive_seed(self.seed, number))
 
-    def _evaluate(self, number: int, arch: Arch) -> Trial:
-        """Run one trial in this process and score it (what the sequential executor does)."""
-        from nasforge.runner.executors import run_job
-
-        job = Job(number, arch, derive_seed(self.seed, number))
-        return self._score(job, run_job(self.estimator, self.context, job))
-
     def _score(self, job: Job, outcome: Outcome) -> Trial:
         """The trial of ``job`` from what its executor returned: scored, or failed with the reason."""
         trial = Trial(number=job.number, arch=job.arch, seed=job.seed)

@@ -170,7 +170,8 @@ class NB201Space(SearchSpace):
         candidates of ``C / K`` channels, the other channels bypassed; its exported children keep
         that structure, so they no longer load into :meth:`build`'s network.
 
-        ``affine=False`` (the default) gives the candidates' batch norms no learnable scale and
+        ``affine=False`` (what the one-shot and differentiable estimators ask for by default;
+        this method's default is ``True``, matching :meth:`build`) gives the candidates' batch norms no learnable scale and
         shift, as NAS-Bench-201's search cells (``SearchCell(..., affine=False, ...)`` in
         ``lib/models/cell_searchs/search_cells.py``; every algorithm of
         ``exps/NAS-Bench-201-algos/`` passes ``"affine": False``, github.com/D-X-Y/AutoDL-Projects).

@@ -25,6 +25,7 @@ from pydantic import Field, PositiveInt
 
 from nasforge.core.arch import Arch
 from nasforge.core.registry import create, register
+from nasforge.core.space import ENUMERATE_LIMIT
 from nasforge.core.strategy import PendingPolicy, Strategy
 from nasforge.core.trial import Trial
 from nasforge.predictors.encodings import Encoder, EncodingName, get_encoder
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["Bananas"]
 
 Acquisition = Literal["its", "ucb", "ei", "mean"]
-
-#: Below this many archs a space is enumerated when random draws keep hitting seen archs.
-_ENUMERATE_LIMIT = 1_000_000
 
 
 @register("strategy", "bananas", tags=("predictor-based",))
@@ -135,7 +133,7 @@ class Bananas(Strategy):
         """``n`` unseen archs drawn uniformly (fewer only when the space runs out)."""
         exclude = set(exclude or ())
         found = self._fresh([self.space.sample(self.rng) for _ in range(2 * n + 10)], n, exclude)
-        if len(found) < n and self.space.size() <= _ENUMERATE_LIMIT:
+        if len(found) < n and self.space.size() <= ENUMERATE_LIMIT:
             exclude.update(found)
             unseen = [a for a in self.space.enumerate() if self.is_new(a) and a not in exclude]
             found += [unseen[i] for i in self.rng.permutation(len(unseen))[: n - len(found)]]

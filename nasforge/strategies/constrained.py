@@ -24,7 +24,7 @@ from pydantic import Field, PositiveInt
 from nasforge.core.arch import Arch
 from nasforge.core.errors import ConfigError
 from nasforge.core.registry import register
-from nasforge.core.space import SearchSpace
+from nasforge.core.space import ENUMERATE_LIMIT, SearchSpace
 from nasforge.core.strategy import Strategy
 from nasforge.hardware.lut import CostBudget, CostTable, budget_table
 from nasforge.strategies.evolution import RegularizedEvolution
@@ -80,10 +80,6 @@ class BudgetCheck:
         )
 
 
-#: Spaces up to this many archs are listed to tell an exhausted budget from a tight one.
-_ENUMERATE_LIMIT = 1_000_000
-
-
 class _Budgeted(Strategy):
     """A strategy holding an optional budget, bound to the space (as a :class:`BudgetCheck`,
     ``self.check``; None without a budget) in :meth:`setup`."""
@@ -114,7 +110,7 @@ class _Budgeted(Strategy):
 
     def _exhausted(self) -> bool:
         """Whether every arch within the budget is in the history (spaces small enough to list)."""
-        if not self.deduplicate or self.check is None or self.space.size() > _ENUMERATE_LIMIT:
+        if not self.deduplicate or self.check is None or self.space.size() > ENUMERATE_LIMIT:
             return False
         return not any(self.is_new(arch) and self.check.fits(arch) for arch in self.space.enumerate())
 

@@ -82,8 +82,10 @@ def drive(
     n_trials: int,
     *,
     seed: int = 0,
+    before_ask: Callable[[int, Strategy], None] | None = None,
 ) -> list[Trial]:
-    """A bare ask -> estimate -> score -> tell loop (no store, no checkpoints), for tests.
+    """A bare ask -> estimate -> score -> tell loop (no store, no checkpoints), for tests;
+    ``before_ask(number, strategy)`` runs before each ask (e.g. to step a strategy's alphas).
 
     Like the runner, it binds a fresh :class:`~nasforge.core.history.TrialLog` as
     ``strategy.history`` and records every ask and told trial in it. Stops early when the
@@ -94,6 +96,8 @@ def drive(
     strategy.setup(space, objective, seed=seed)
     trials: list[Trial] = []
     for number in range(n_trials):
+        if before_ask is not None:
+            before_ask(number, strategy)
         arch = strategy.ask()
         if arch is None:
             break

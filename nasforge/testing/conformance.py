@@ -7,10 +7,12 @@ import pickle
 import zlib
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from nasforge.core import registry
 from nasforge.core.arch import Arch, Choice
+from nasforge.core.differentiable import ArchParameters
 from nasforge.core.history import TrialLog
 from nasforge.core.objective import Objective
 from nasforge.core.space import SearchSpace
@@ -18,6 +20,7 @@ from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial, TrialStatus
 from nasforge.objectives.basic import Pareto, SingleMetric
 from nasforge.testing import SyntheticEstimator, ToySpace, drive
+from nasforge.testing.suites import make_space, same_state
 
 __all__ = ["TinySpace", "FITTING_SPACES", "objective_for", "make_strategy", "spaces_for", "check_strategy"]
 
@@ -38,13 +41,24 @@ FITTING_SPACES: tuple[dict[str, object], ...] = (
     {"type": "nb201", "C": 2, "N": 1},
     {"type": "darts", "C": 2, "layers": 3, "supernet_C": 2, "supernet_layers": 3},
 )
-_CONTEXT = {"in_channels": 1, "num_classes": 10, "input_size": (8, 8)}
 
 
 def _hashed_score(arch: Arch) -> dict[str, float]:
     """Metrics for any arch: deterministic, distinct per arch (a stand-in for training)."""
     digest = zlib.crc32(str(arch).encode())
     return {"val_acc": (digest % 1000) / 10, "latency_ms": (digest // 1000 % 100) / 10}
+
+
+def _move_alphas(strategy: Strategy) -> None:
+    """One architecture step on a synthetic loss, so that a differentiable strategy's state
+    differs from a fresh one's (``drive`` never trains alphas) and a resume that loses it shows."""
+    if not isinstance(strategy, ArchParameters):
+        return
+    weights = strategy.weights("arch")
+    loss = sum((w * torch.arange(w.shape[-1], dtype=w.dtype)).sum() for w in weights.values())
+    loss.backward()  # type: ignore[union-attr]
+    strategy.step()
+    strategy.end_epoch()
 
 
 def spaces_for(name: str) -> tuple[SearchSpace, SearchSpace | None, SyntheticEstimator]:
@@ -55,7 +69,7 @@ def spaces_for(name: str) -> tuple[SearchSpace, SearchSpace | None, SyntheticEst
     if combination_problem(ToySpace(), name) is None:
         return ToySpace(), TinySpace(), SyntheticEstimator()
     for spec in FITTING_SPACES:
-        space = registry.create_inner("space", spec, context=_CONTEXT, where="conformance space")
+        space = make_space(spec)
         if combination_problem(space, name) is None:
             return space, None, SyntheticEstimator(_hashed_score)
     raise AssertionError(f"strategy {name!r} fits none of the conformance spaces {[s['type'] for s in FITTING_SPACES]}")
@@ -89,19 +103,25 @@ def check_strategy(name: str, n_trials: int = 30, split: int = 12) -> None:
     space, tiny, estimator = spaces_for(name)
     objective = objective_for(name)
 
-    reference = drive(make_strategy(name), space, objective, estimator, n_trials, seed=3)
+    def alphas_at_split(number: int, strategy: Strategy) -> None:
+        if number == split:
+            _move_alphas(strategy)
+
+    reference = drive(make_strategy(name), space, objective, estimator, n_trials, seed=3, before_ask=alphas_at_split)
     assert reference, f"{name}: asked nothing on {type(space).__name__}"
     for trial in reference:
         space.validate(trial.arch)
 
     first = make_strategy(name)
     head = drive(first, space, objective, estimator, split, seed=3)
+    _move_alphas(first)
     state = pickle.loads(pickle.dumps(first.state_dict()))
     second = make_strategy(name)
     history = TrialLog(reference[: len(head)], key=space.effective)
     second.history = history
     second.setup(space, objective, seed=3)
     second.load_state_dict(state)
+    assert same_state(second.state_dict(), state), f"{name}: load_state_dict did not restore the state it was given"
     tail = []
     for number in range(split, len(reference)):
         arch = second.ask()

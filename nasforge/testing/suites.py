@@ -66,8 +66,9 @@ __all__ = [
     "check_cost_model",
     "check_encoding",
     "check_step",
-    "check_component",
     "conformance_options",
+    "make_space",
+    "same_state",
     "tiny_data",
     "tiny_datasets",
     "tiny_model",
@@ -106,7 +107,7 @@ def _create(kind: str, name: str, options: Mapping[str, Any] | None, scratch: Pa
         return registry.create(kind, name, opts, context=context, where=f"{kind} {name!r} (conformance)")
 
 
-def _make_space(spec: Mapping[str, Any]) -> SearchSpace:
+def make_space(spec: Mapping[str, Any]) -> SearchSpace:
     return registry.create_inner("space", spec, context=CONTEXT, where="conformance space")
 
 
@@ -227,7 +228,7 @@ def check_estimator(name: str, options: Mapping[str, Any] | None = None, *, tria
     with tempfile.TemporaryDirectory(prefix="nasforge-conformance-") as scratch:
         space_spec = target.conformance_space or DEFAULT_SPACE
         with _skip_missing_data("estimator", name):
-            space = _make_space(space_spec)
+            space = make_space(space_spec)
         opts = conformance_options("estimator", name, Path(scratch)) if options is None else dict(options)
         estimator = _create("estimator", name, opts, Path(scratch), {"space": space})
         assert isinstance(estimator, Estimator), f"estimator {name!r} built a {type(estimator).__name__}"
@@ -260,7 +261,7 @@ def check_estimator(name: str, options: Mapping[str, Any] | None = None, *, tria
         state = pickle.loads(pickle.dumps(estimator.state_dict()))
         fresh = _create("estimator", name, opts, Path(scratch), {"space": space})
         fresh.load_state_dict(state)
-        assert _same_state(fresh.state_dict(), state), f"estimator {name!r}: load_state_dict(state_dict()) did not restore the state"
+        assert same_state(fresh.state_dict(), state), f"estimator {name!r}: load_state_dict(state_dict()) did not restore the state"
         expected = estimator.estimate(arch, replace(ctx, seed=trials - 1))
         again = fresh.estimate(arch, replace(ctx, seed=trials - 1))
         _finite_metrics(f"estimator {name!r} (resumed)", again)
@@ -272,11 +273,11 @@ def check_estimator(name: str, options: Mapping[str, Any] | None = None, *, tria
         assert not differ, f"estimator {name!r}: resumed from its state_dict it measures other {', '.join(differ)}"
 
 
-def _same_state(a: Any, b: Any) -> bool:
+def same_state(a: Any, b: Any) -> bool:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return set(a) == set(b) and all(_same_state(a[k], b[k]) for k in a)
+        return set(a) == set(b) and all(same_state(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and bool(torch.equal(a, b))
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
@@ -410,7 +411,7 @@ def check_rule(name: str, options: Mapping[str, Any] | None = None) -> None:
     ``paths(space, rng)`` on a one-cell NB201 space gives a non-empty list of valid archs, the
     same list again for the same seed.
     """
-    space = _make_space(DEFAULT_SPACE)
+    space = make_space(DEFAULT_SPACE)
     with tempfile.TemporaryDirectory(prefix="nasforge-conformance-") as scratch:
         rule = _create("rule", name, options, Path(scratch), {"space": space})
     paths = rule.paths(space, np.random.default_rng(0))
@@ -444,7 +445,7 @@ def check_encoding(name: str, options: Mapping[str, Any] | None = None) -> None:
     On a one-cell NB201 space: one arch gives a 1-d vector, a list of ``n`` gives ``(n, d)``
     of the same width, equal archs encode equally.
     """
-    space = _make_space(DEFAULT_SPACE)
+    space = make_space(DEFAULT_SPACE)
     with tempfile.TemporaryDirectory(prefix="nasforge-conformance-") as scratch:
         encoder = _create("encoding", name, options, Path(scratch), {"space": space})
     rng = np.random.default_rng(0)
@@ -467,16 +468,6 @@ def check_step(name: str, options: Mapping[str, Any] | None = None) -> None:
     assert all(isinstance(o, str) for o in kind.options), f"step {name!r}: option names must be strings"
     assert kind.outputs and all(isinstance(o, str) for o in kind.outputs), f"step {name!r}: outputs {kind.outputs!r}"
     assert callable(kind.prepare) and callable(kind.run), f"step {name!r}: prepare and run must be callable"
-
-
-def check_component(kind: str, name: str, options: Mapping[str, Any] | None = None) -> None:
-    """The check of a kind without a suite of its own: the registry builds it (with its
-    ``conformance_options``) and it survives pickling."""
-    with tempfile.TemporaryDirectory(prefix="nasforge-conformance-") as scratch:
-        made = _create(kind, name, options, Path(scratch), {})
-    assert made is not None, f"{kind} {name!r}: the registry built None"
-    with contextlib.suppress(pickle.PicklingError, TypeError, AttributeError):
-        pickle.loads(pickle.dumps(made))
 
 
 def _check_strategy(name: str, options: Mapping[str, Any] | None = None) -> None:
@@ -510,7 +501,7 @@ def check_executor(name: str, options: Mapping[str, Any] | None = None) -> None:
     assert trials(executor) == trials(None), f"executor {name!r}: trials differ from the sequential executor's"
 
 
-#: The check of each kind; kinds not listed fall back to :func:`check_component`.
+#: The check of each kind (tests/test_conformance.py asserts every kind has one).
 CHECKS: dict[str, Callable[..., None]] = {
     "space": check_space,
     "strategy": _check_strategy,
@@ -531,4 +522,4 @@ def check(kind: str, name: str, options: Mapping[str, Any] | None = None) -> Non
     """Run ``kind``'s conformance check on the registered component ``name``."""
     if kind not in registry.KINDS:
         raise ValueError(f"unknown component kind {kind!r}; kinds: {', '.join(registry.KINDS)}")
-    CHECKS.get(kind, functools.partial(check_component, kind))(name, options)
+    CHECKS[kind](name, options)
