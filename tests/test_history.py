@@ -17,6 +17,7 @@ from nasforge.runner import run_search
 from nasforge.runner.loop import CHECKPOINT_FILE
 from nasforge.testing import SyntheticEstimator, ToySpace, drive
 from nasforge.testing.conformance import TinySpace, _tiny_score, make_strategy, objective_for
+from nasforge.testing.suites import same_state
 
 #: Strategies that choose archs from told trials (not from trained architecture parameters).
 DISCRETE = [
@@ -86,6 +87,7 @@ def test_old_checkpoints_with_a_seen_set_still_load() -> None:
     again = make_strategy("evolution")
     again.setup(space, objective, seed=0)
     again.load_state_dict(state)
+    assert same_state(again.state_dict(), strategy.state_dict())  # the old key is ignored, the rest restored
 
 
 @pytest.mark.parametrize("name", DISCRETE)

@@ -118,7 +118,9 @@ def _supernet_estimator(**options: object):  # type: ignore[no-untyped-def]
     return registry.create("estimator", "supernet", {"batch_size": 32, **options}, context={"space": _nb201()})
 
 
-def test_rsps_scores_with_recalibrated_not_stale_running_statistics() -> None:
+def test_rsps_recalibrates_before_scoring_by_default() -> None:
+    """RSPS' default is 10 recalibration batches (that recalibration changes the score is
+    tests/test_supernet.py::test_bn_recalibration_changes_the_score)."""
     assert _supernet_estimator(rule="rsps").settings.bn_batches == 10
     assert _supernet_estimator(rule="rsps", bn_batches=0).settings.bn_batches == 0  # the old way, on request
 
