@@ -3,7 +3,7 @@
 Both sides train the same NB201 path on the same minibatch with the same optimiser (SGD,
 Nesterov momentum, weight decay, gradient clipping, learning rate set every step, the loss read
 back): nasforge's side is ``SupernetTrainer.train_arch`` on the NB201 supernet (activating the
-path, running it through its LayerChoices, stepping an optimiser over every candidate's weights);
+path, running it through its MixedOps, stepping an optimiser over every candidate's weights);
 the other side is a network written here in plain PyTorch with exactly the path's layers. Steps
 alternate between the two so that load on the machine hits both alike; the medians are compared.
 
@@ -158,7 +158,7 @@ is shared, which is why the two sides alternate step by step).
 
 One SGD step (forward, backward, gradient clipping, Nesterov momentum, weight decay) on the NB201
 path `{ARCH}`, batch {args.batch}: nasforge's `SupernetTrainer` on the supernet (every edge a
-LayerChoice over the 5 ops) vs a hand-written plain-PyTorch network of exactly that path. Median of
+MixedOp over the 5 ops) vs a hand-written plain-PyTorch network of exactly that path. Median of
 {args.steps} alternating steps each. Target: ratio <= 1.10.
 
 | network | plain ms/step | supernet ms/step | ratio |
