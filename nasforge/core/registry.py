@@ -330,7 +330,7 @@ def validate_options(
     try:
         validated = model(**options)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"invalid option in {where}: {_format_validation_error(exc, where)}") from None
+        raise ConfigError(f"invalid option: {_format_validation_error(exc, where)}") from None
     return {key: getattr(validated, key) for key in options}
 
 
