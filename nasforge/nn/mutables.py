@@ -362,11 +362,18 @@ def collect_choices(model: nn.Module) -> dict[str, Choice]:
 
 def activate(model: nn.Module, arch: Mapping[str, Value]) -> None:
     """Set every mutable of ``model`` to ``arch`` (nested ones too, active or not)."""
-    for _, module in iter_mutables(model):
+    _set_all([m for _, m in iter_mutables(model)], _held_leaves(model), arch)
+
+
+def _held_leaves(model: nn.Module) -> list[ValueChoice]:
+    return [leaf for *_, value in held_values(model) for leaf in value.leaves()]
+
+
+def _set_all(mutables: list[Mutable], leaves: list[ValueChoice], arch: Mapping[str, Value]) -> None:
+    for module in mutables:
         module.set_arch(arch)
-    for _, _, _, value in held_values(model):
-        for leaf in value.leaves():
-            leaf.set(arch[leaf.label])
+    for leaf in leaves:
+        leaf.set(arch[leaf.label])
 
 
 def freeze(model: nn.Module, arch: Mapping[str, Value]) -> nn.Module:
@@ -432,9 +439,12 @@ class MutableSupernet(mixed.Supernet):
     def __init__(self, network: nn.Module) -> None:
         super().__init__(network)
         self._unsupported = unweighted_mutables(network)
+        # found once: activate runs for every path of every training step
+        self._mutables = [m for _, m in iter_mutables(network)]
+        self._held = _held_leaves(network)
 
     def activate(self, arch: Arch) -> None:
-        activate(self.network, arch)
+        _set_all(self._mutables, self._held, arch)
 
     def set_weights(self, weights: Mapping[str, Tensor]) -> None:
         if self._unsupported:
