@@ -16,8 +16,8 @@ from nasforge.core.trial import Trial
 from nasforge.runner import run_search
 from nasforge.runner.loop import CHECKPOINT_FILE
 from nasforge.testing import SyntheticEstimator, ToySpace, drive
+from nasforge.testing.common import same_state
 from nasforge.testing.conformance import TinySpace, _tiny_score, make_strategy, objective_for
-from nasforge.testing.suites import same_state
 
 #: Strategies that choose archs from told trials (not from trained architecture parameters).
 DISCRETE = [

@@ -20,7 +20,7 @@ from nasforge.core.strategy import Strategy
 from nasforge.core.trial import Trial, TrialStatus
 from nasforge.objectives.basic import Pareto, SingleMetric
 from nasforge.testing import SyntheticEstimator, ToySpace, drive
-from nasforge.testing.suites import make_space, same_state
+from nasforge.testing.common import make_space, same_state
 
 __all__ = ["TinySpace", "FITTING_SPACES", "objective_for", "make_strategy", "spaces_for", "check_strategy"]
 

@@ -50,6 +50,7 @@ from nasforge.core.objective import Objective
 from nasforge.core.space import SearchSpace
 from nasforge.core.trial import Result
 from nasforge.tasks.criteria import Criterion
+from nasforge.testing.common import CONTEXT, make_space, same_state
 
 __all__ = [
     "CONTEXT",
@@ -74,8 +75,6 @@ __all__ = [
     "tiny_model",
 ]
 
-#: What the runner would take from the data: 1x8x8 images in 10 classes (``digits``).
-CONTEXT: dict[str, Any] = {"in_channels": 1, "num_classes": 10, "input_size": (8, 8)}
 #: The space estimators run on unless they declare ``conformance_space``: NB201 with one cell per stage.
 DEFAULT_SPACE: dict[str, Any] = {"type": "nb201", "C": 4, "N": 1}
 _BATCH = 2
@@ -105,10 +104,6 @@ def _create(kind: str, name: str, options: Mapping[str, Any] | None, scratch: Pa
     opts = conformance_options(kind, name, scratch) if options is None else dict(options)
     with _skip_missing_data(kind, name):
         return registry.create(kind, name, opts, context=context, where=f"{kind} {name!r} (conformance)")
-
-
-def make_space(spec: Mapping[str, Any]) -> SearchSpace:
-    return registry.create_inner("space", spec, context=CONTEXT, where="conformance space")
 
 
 def _inputs(seed: int = 0) -> torch.Tensor:
@@ -271,21 +266,6 @@ def check_estimator(name: str, options: Mapping[str, Any] | None = None, *, tria
         )
         differ = [k for k in expected.metrics if not math.isclose(again.metrics[k], expected.metrics[k], rel_tol=1e-4, abs_tol=1e-6)]
         assert not differ, f"estimator {name!r}: resumed from its state_dict it measures other {', '.join(differ)}"
-
-
-def same_state(a: Any, b: Any) -> bool:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return set(a) == set(b) and all(same_state(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and bool(torch.equal(a, b))
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.shape == b.shape and bool(np.array_equal(a, b))
-    try:
-        return bool(a == b)
-    except Exception:  # an object without a usable ==: its type must match at least
-        return type(a) is type(b)
 
 
 # -- objectives, predictors, datasets ----------------------------------------------------------------
